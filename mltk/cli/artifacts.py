@@ -1,0 +1,179 @@
+"""Registry commands: ``ls``, ``show``, ``verify``, ``rm``, ``export``, ``import``, ``alias``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from mltk.cli.render import FormatOption, check_format, emit, human_bytes, key_values, reporter_for, table
+from mltk.core.config import parse_overrides
+from mltk.core.errors import ArtifactError, UsageError
+from mltk.core.registry import Registry
+from mltk.core.tensor_files import read_safetensors_metadata
+from mltk.data.catalog import describe_datasets
+from mltk.nn.artifacts import classifier_artifact, import_classifier, looks_like_path
+
+
+def ls(name: str = typer.Argument(None, help="only this artifact's versions"), fmt: str = FormatOption) -> None:
+    """List artifacts in the registry."""
+    check_format(fmt)
+    records = Registry().list(name)
+    if name and not records:
+        Registry().resolve(name)  # raises the not-found error with a suggestion
+
+    def human(console):
+        rows = [(r.ref, ", ".join(r.aliases), r.kind, r.engine, r.relation, r.parent,
+                 f"{r.metric_name} {r.metric_value:.4f}" if r.metric_value is not None else None,
+                 r.created.replace("T", " ")[:19]) for r in records]
+        if not rows:
+            console.print("no artifacts yet: train one with `mltk train supervised`")
+            return
+        console.print(table(None, ("artifact", "aliases", "kind", "engine", "relation", "parent", "metric",
+                                   "created"), rows))
+
+    emit(fmt, [r.to_dict() for r in records], human, quiet=[r.ref for r in records])
+
+
+def show(ref: str = typer.Argument(..., help="artifact reference or a .safetensors file"),
+         fmt: str = FormatOption) -> None:
+    """Show an artifact's card: architecture, metrics, lineage, files."""
+    check_format(fmt)
+    if looks_like_path(ref) and Path(ref).suffix == ".safetensors":
+        metadata = read_safetensors_metadata(Path(ref))
+        decoded = {k: _maybe_json(v) for k, v in metadata.items()}
+        emit(fmt, {"path": ref, "metadata": decoded},
+             lambda c: c.print(key_values(ref, decoded.items())), quiet=None)
+        return
+    record = Registry().resolve(ref)
+    card = record.card()
+
+    def human(console):
+        arch = card.get("arch") or {}
+        rows = [("artifact", record.ref), ("aliases", ", ".join(record.aliases) or None),
+                ("kind", card.get("kind")), ("engine", card.get("engine")),
+                ("architecture", arch.get("arch")), ("parameters", card.get("parameters")),
+                ("parent", (card.get("lineage") or {}).get("parent")),
+                ("relation", (card.get("lineage") or {}).get("relation")),
+                ("created", card.get("created")), ("mltk", card.get("mltk_version")), ("path", record.path)]
+        rows += [(f"metric {k}", v) for k, v in (card.get("metrics") or {}).items()]
+        rows += [(f"file {k}", f"{human_bytes(v['bytes'])}  sha256 {v['sha256'][:16]}")
+                 for k, v in card.get("files", {}).items()]
+        console.print(key_values(None, rows))
+
+    emit(fmt, {"record": record.to_dict(), "card": card}, human, quiet=record.ref)
+
+
+def verify(ref: str = typer.Argument(...), fmt: str = FormatOption) -> None:
+    """Recheck an artifact's files against their sha256; exit 3 on any mismatch."""
+    check_format(fmt)
+    report = Registry().verify(ref)
+    data = {"ref": report.ref, "ok": report.ok, "problems": report.problems, "checked": report.checked}
+
+    def human(console):
+        if report.ok:
+            console.print(f"{report.ref}: ok ({len(report.checked)} files checked)")
+        else:
+            for problem in report.problems:
+                console.print(f"{report.ref}: {problem}")
+
+    emit(fmt, data, human, quiet=report.ref if report.ok else None)
+    if not report.ok:
+        raise ArtifactError(f"{report.ref}: failed verification ({len(report.problems)} problem"
+                            f"{'s' if len(report.problems) != 1 else ''})",
+                            hint=f"re-create the artifact, or remove it with `mltk rm {report.ref}`")
+
+
+def rm(ref: str = typer.Argument(..., help="name:VERSION, name@ALIAS, or a name (with --all for every version)"),
+       all_versions: bool = typer.Option(False, "--all", help="remove every version of a name"),
+       fmt: str = FormatOption) -> None:
+    """Remove artifact versions from the registry."""
+    check_format(fmt)
+    removed = Registry().remove(ref, all_versions=all_versions)
+    emit(fmt, {"removed": [r.ref for r in removed]},
+         lambda c: c.print("removed " + ", ".join(r.ref for r in removed)), quiet=[r.ref for r in removed])
+
+
+def export(ref: str = typer.Argument(...),
+           out: Path = typer.Option(..., "--out", "-o", help="folder to write model.safetensors and card.json to"),
+           overwrite: bool = typer.Option(False, "--overwrite", help="replace files already in the folder")) -> None:
+    """Copy a verified artifact out of the registry (prints the files written, one per line).
+
+    Other mltk commands accept the folder as a reference.
+    """
+    for path in Registry().export(ref, out, overwrite=overwrite):
+        print(path)
+
+
+def import_(
+    file: Path = typer.Argument(..., help="a PyTorch state_dict (.pt/.pth/.th) or a .safetensors file"),
+    arch: str = typer.Option(..., "--arch", help="architecture of the weights (see `mltk recipes`)"),
+    options: list[str] = typer.Argument(None, metavar="[OPTION=VALUE]...", help="architecture options: width=64"),
+    name: str = typer.Option(None, "--name", help="artifact name [default: the file name]"),
+    data: str = typer.Option(None, "--data", help="dataset the model classifies: sets classes, shape, eval default"),
+    num_classes: int = typer.Option(None, "--num-classes"),
+    in_channels: int = typer.Option(None, "--in-channels"),
+    image_size: int = typer.Option(None, "--image-size"),
+    mean: str = typer.Option(None, "--mean", help="input normalisation mean per channel: 0.485,0.456,0.406"),
+    std: str = typer.Option(None, "--std", help="input normalisation std per channel"),
+    fmt: str = FormatOption,
+) -> None:
+    """Bring foreign weights into the registry (read with torch.load(weights_only=True) only)."""
+    reporter = reporter_for(fmt)
+    shape = _dataset_shape(data) if data else {}
+    num_classes = num_classes or shape.get("num_classes")
+    in_channels = in_channels or shape.get("in_channels")
+    image_size = image_size or shape.get("image_size")
+    missing = [flag for flag, value in (("--num-classes", num_classes), ("--in-channels", in_channels),
+                                        ("--image-size", image_size)) if value is None]
+    if missing:
+        raise UsageError(f"import needs {', '.join(missing)}", hint="pass them, or --data NAME to take them "
+                                                                    "from a dataset")
+    model = import_classifier(file, arch=arch, num_classes=num_classes, in_channels=in_channels,
+                              image_size=image_size, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
+                              options=parse_overrides(list(options or [])))
+    class_names = shape.get("class_names") or [str(i) for i in range(num_classes)]
+    task_data = {"name": data} if data else {}
+    files, card = classifier_artifact(
+        model, engine="import", data=task_data, class_names=class_names, config={"source": str(file)},
+        config_sha256="", metrics={}, primary_metric="test_accuracy", parent=f"file:{Path(file).name}",
+        relation="imported")
+    record = Registry().save(name or Path(file).stem.replace(" ", "-"), files=files, card=card)
+    reporter.info(f"imported {file} as {record.ref} ({card['parameters']} parameters)")
+    emit(fmt, record.to_dict(), lambda c: c.print(record.ref), quiet=record.ref)
+
+
+def alias(ref: str = typer.Argument(...), alias_name: str = typer.Argument(..., metavar="ALIAS"),
+          fmt: str = FormatOption) -> None:
+    """Point name@ALIAS at a version (best and latest are kept up to date by mltk)."""
+    check_format(fmt)
+    record = Registry().set_alias(ref, alias_name)
+    emit(fmt, record.to_dict(), lambda c: c.print(f"{record.name}@{alias_name} -> {record.ref}"),
+         quiet=record.ref)
+
+
+def _dataset_shape(name: str) -> dict:
+    for entry in describe_datasets():
+        if entry["name"] == name.split(":")[0]:
+            channels, height, _ = entry["image_shape"]
+            return {"num_classes": entry["num_classes"], "in_channels": channels, "image_size": height,
+                    "class_names": entry.get("class_names")}
+    raise UsageError(f"--data {name!r}: shape not known for this dataset",
+                     hint="pass --num-classes, --in-channels and --image-size")
+
+
+def _floats(text: str | None, flag: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: expected numbers separated by commas") from None
+
+
+def _maybe_json(value: str):
+    try:
+        return json.loads(value)
+    except (json.JSONDecodeError, TypeError):
+        return value

@@ -1,0 +1,87 @@
+"""The ``mltk`` command: Typer commands over the engines, and one error policy.
+
+Every command maps to an engine or a shared layer; this module only wires
+them up and turns errors into one line and an exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+import typer
+
+from mltk import __version__
+from mltk.cli import artifacts, evaluate, info, train
+from mltk.core.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, MltkError
+
+EPILOG = ("Exit codes: 0 ok, 1 runtime failure, 2 usage or config error, 3 artifact or data missing or corrupt, "
+          "4 eval threshold not met, 130 interrupted (checkpoint written). MLTK_DEBUG=1 shows tracebacks.")
+
+app = typer.Typer(name="mltk", no_args_is_help=True, add_completion=False, epilog=EPILOG,
+                  context_settings={"help_option_names": ["-h", "--help"]},
+                  help="Train, evaluate, condense, binarize, detoxify, animate and detect, over one artifact "
+                       "registry ($MLTK_HOME).")
+
+app.command("train", epilog=EPILOG)(train.train)
+app.command("eval", epilog=EPILOG)(evaluate.evaluate)
+app.command("ls")(artifacts.ls)
+app.command("show")(artifacts.show)
+app.command("verify")(artifacts.verify)
+app.command("rm")(artifacts.rm)
+app.command("export")(artifacts.export)
+app.command("import")(artifacts.import_)
+app.command("alias")(artifacts.alias)
+app.command("recipes")(info.list_recipes)
+app.command("cp")(info.cp)
+app.command("env")(info.env)
+app.add_typer(info.data_app, name="data")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"mltk {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, print errors as one line plus a hint, exit with the documented code."""
+    debug = bool(os.environ.get("MLTK_DEBUG"))
+    try:
+        code = app(args=argv, prog_name="mltk", standalone_mode=False)
+    except MltkError as exc:
+        if debug:
+            traceback.print_exc()
+        _print_error(exc.message, exc.hint)
+        code = exc.exit_code
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        code = EXIT_INTERRUPTED
+    except click.ClickException as exc:  # bad flags, missing arguments
+        exc.show()
+        code = EXIT_USAGE
+    except KeyboardInterrupt:
+        _print_error("interrupted", None)
+        code = EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: one line, the traceback on request
+        if debug:
+            traceback.print_exc()
+        _print_error(f"internal error: {type(exc).__name__}: {exc}",
+                     "rerun with MLTK_DEBUG=1 for the traceback, and report it with `mltk env`")
+        code = EXIT_RUNTIME
+    sys.stdout.flush()
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _print_error(message: str, hint: str | None) -> None:
+    sys.stderr.write(f"error: {message}" + (f"; {hint}" if hint else "") + "\n")
+    sys.stderr.flush()

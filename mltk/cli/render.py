@@ -1,0 +1,88 @@
+"""Putting results on stdout: a table for people, one JSON document for pipelines.
+
+``--format human`` prints rich tables; ``json`` prints exactly one JSON
+document and nothing else on stdout; ``quiet`` prints only the one value a
+shell script wants (an artifact reference, a metric), or nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mltk.core.console import FORMATS, Reporter
+from mltk.core.errors import UsageError
+
+FormatOption = typer.Option("human", "--format", "-f", help="human (tables), json (one document) or quiet")
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def stdout_console() -> Console:
+    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
+
+
+def reporter_for(fmt: str) -> Reporter:
+    return Reporter(check_format(fmt))
+
+
+def emit(fmt: str, data: Any, human: Callable[[Console], None], quiet: str | Iterable[str] | None = None) -> None:
+    """Write ``data`` in the chosen format."""
+    if fmt == "json":
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    elif fmt == "quiet":
+        if quiet is None:
+            return
+        lines = [quiet] if isinstance(quiet, str) else list(quiet)
+        if lines:
+            sys.stdout.write("\n".join(lines) + "\n")
+    else:
+        human(stdout_console())
+    sys.stdout.flush()
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
+    out = Table(title=title, title_justify="left", show_edge=False, header_style="bold")
+    for column in columns:
+        out.add_column(column)
+    for row in rows:
+        out.add_row(*(format_value(v) for v in row))
+    return out
+
+
+def key_values(title: str | None, pairs: Iterable[tuple[str, Any]]) -> Table:
+    out = Table(title=title, title_justify="left", show_header=False, show_edge=False, box=None)
+    out.add_column(style="bold")
+    out.add_column()
+    for key, value in pairs:
+        out.add_row(key, format_value(value))
+    return out
+
+
+def format_value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+def human_bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"

@@ -1,0 +1,147 @@
+"""The names users type: recipes (``mltk train <recipe>``), evaluation protocols
+(``mltk eval --protocol <name>``) and the YAML presets shipped with each recipe.
+
+Engines register themselves with decorators when ``mltk.engines`` is imported;
+the CLI and the tests look them up here, so adding an engine never touches the
+CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from mltk.core.errors import UsageError
+
+
+@dataclasses.dataclass(frozen=True)
+class RecipeEntry:
+    name: str
+    description: str
+    config_class: type
+    recipe_class: type
+    default_preset: str
+
+    def presets(self) -> list[str]:
+        return preset_names(self.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalRequest:
+    """What ``mltk eval`` passes to a protocol; ``options`` are its ``key=value`` extras."""
+
+    ref: str
+    data: str | None = None
+    data_dir: str | None = None
+    split: str = "test"
+    batch_size: int = 512
+    device: str = "auto"
+    options: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalResult:
+    """Metrics of one evaluation; ``primary`` names the one ``--min`` applies to by default."""
+
+    metrics: dict[str, float]
+    primary: str
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProtocolEntry:
+    name: str
+    description: str
+    run: Callable[..., EvalResult]
+
+
+_RECIPES: dict[str, RecipeEntry] = {}
+_PROTOCOLS: dict[str, ProtocolEntry] = {}
+
+
+def register_recipe(name: str, *, config: type, description: str, default_preset: str):
+    """Class decorator: ``recipe_class(cfg, ctx)`` with setup/train/evaluate/save."""
+
+    def wrap(cls: type) -> type:
+        if name in _RECIPES and _RECIPES[name].recipe_class is not cls:
+            raise RuntimeError(f"recipe {name!r} registered twice")
+        _RECIPES[name] = RecipeEntry(name, description, config, cls, default_preset)
+        return cls
+
+    return wrap
+
+
+def register_protocol(name: str, *, description: str):
+    """Function decorator: ``fn(request: EvalRequest, reporter) -> EvalResult``."""
+
+    def wrap(fn: Callable[..., EvalResult]) -> Callable[..., EvalResult]:
+        _PROTOCOLS[name] = ProtocolEntry(name, description, fn)
+        return fn
+
+    return wrap
+
+
+def _load_engines() -> None:
+    importlib.import_module("mltk.engines")
+
+
+def recipes() -> list[RecipeEntry]:
+    _load_engines()
+    return [_RECIPES[k] for k in sorted(_RECIPES)]
+
+
+def protocols() -> list[ProtocolEntry]:
+    _load_engines()
+    return [_PROTOCOLS[k] for k in sorted(_PROTOCOLS)]
+
+
+def get_recipe(name: str) -> RecipeEntry:
+    _load_engines()
+    if name not in _RECIPES:
+        raise UsageError(f"unknown recipe {name!r}{_nearest(name, _RECIPES)}",
+                         hint=f"recipes: {', '.join(sorted(_RECIPES))} (see `mltk recipes`)")
+    return _RECIPES[name]
+
+
+def get_protocol(name: str) -> ProtocolEntry:
+    _load_engines()
+    if name not in _PROTOCOLS:
+        raise UsageError(f"unknown protocol {name!r}{_nearest(name, _PROTOCOLS)}",
+                         hint=f"protocols: {', '.join(sorted(_PROTOCOLS))}")
+    return _PROTOCOLS[name]
+
+
+def _nearest(name: str, known) -> str:
+    near = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean '{near[0]}'?" if near else ""
+
+
+# ---------------------------------------------------------------- presets
+
+
+def preset_names(recipe: str) -> list[str]:
+    folder = resources.files("mltk.presets") / recipe
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_path(recipe: str, preset: str) -> Path:
+    """The shipped YAML file of ``recipe``'s ``preset``."""
+    names = preset_names(recipe)
+    if preset not in names:
+        raise UsageError(f"recipe {recipe!r} has no preset {preset!r}{_nearest(preset, names)}",
+                         hint=f"presets: {', '.join(names) or 'none'}")
+    return Path(str(resources.files("mltk.presets") / recipe / f"{preset}.yaml"))
+
+
+def parse_preset_ref(ref: str) -> tuple[str, str]:
+    """``supervised/cifar10`` -> (supervised, cifar10); ``supervised`` -> its default preset."""
+    recipe_name, _, preset = ref.partition("/")
+    entry = get_recipe(recipe_name)
+    return entry.name, preset or entry.default_preset

@@ -1,0 +1,276 @@
+"""Typed recipe configs: dataclass defaults < preset < --config FILE < key=value.
+
+A recipe's config is a frozen dataclass whose fields are scalars, lists,
+``X | None``, ``Literal[...]``, free-form ``dict`` or nested dataclasses
+(sections, addressed with dotted keys: ``optim.lr=0.1``). Every layer is a
+plain nested dict; they are merged in order, then checked against the
+dataclass in one pass that collects every problem (unknown key with the
+nearest valid one, wrong type) before raising a single ``ConfigError``.
+
+A section that has a ``name`` field also takes a bare value: ``data=cifar10``
+means ``data.name=cifar10``, which is what people type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+
+from mltk.core.errors import ConfigError
+
+C = TypeVar("C")
+
+
+# ---------------------------------------------------------------- reading layers
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML mapping from ``path``; a missing file or a non-mapping is a ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"{path}: no such file"], source="--config",
+                          hint="check the path, or list presets with `mltk recipes`")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError([f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})"],
+                          source="--config") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: expected a mapping of keys to values, got {type(data).__name__}"],
+                          source="--config")
+    return data
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["optim.lr=0.1", "data=cifar10"]`` -> ``{"optim": {"lr": 0.1}, "data": "cifar10"}``.
+
+    Values are read as YAML scalars or lists (``epochs=3`` is an int,
+    ``mean=[0.5,0.5]`` a list, ``name=null`` None); anything YAML cannot read
+    stays a string.
+    """
+    tree: dict = {}
+    problems = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            problems.append(f"'{item}' is not key=value (example: optim.lr=0.01)")
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(tree, key.split("."), value)
+    if problems:
+        raise ConfigError(problems, source="overrides")
+    return tree
+
+
+def _set_dotted(tree: dict, parts: list[str], value: Any) -> None:
+    for part in parts[:-1]:
+        child = tree.get(part)
+        if not isinstance(child, dict):
+            child = {} if child is None else {"name": child}
+            tree[part] = child
+        tree = child
+    last = parts[-1]
+    if isinstance(tree.get(last), dict) and not isinstance(value, dict):
+        tree[last]["name"] = value
+    else:
+        tree[last] = value
+
+
+def merge(base: dict, layer: dict) -> dict:
+    """A new dict: ``layer`` over ``base``, recursing into sections."""
+    out = dict(base)
+    for key, value in layer.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        elif isinstance(out.get(key), dict) and not isinstance(value, dict) and value is not None:
+            out[key] = merge(out[key], {"name": value})
+        else:
+            out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------- building the dataclass
+
+
+def build(cls: type[C], tree: dict, source: str = "config") -> C:
+    """An instance of ``cls`` from ``tree``, or a ConfigError listing every problem."""
+    problems: list[str] = []
+    instance = _build_section(cls, tree, "", problems)
+    if problems:
+        raise ConfigError(problems, source=source,
+                          hint="see every key and its default with `mltk cp <recipe> my.yaml`")
+    return instance
+
+
+def _build_section(cls: type, tree: Any, prefix: str, problems: list[str]) -> Any:
+    if not isinstance(tree, dict):
+        if _has_name_field(cls):
+            tree = {"name": tree}
+        else:
+            problems.append(f"{prefix.rstrip('.')}: is a section, expected a mapping, got {tree!r}")
+            return None
+    problems_before = len(problems)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in tree:
+        if key not in fields:
+            problems.append(_unknown_key(prefix + str(key), list(fields), prefix))
+    kwargs = {}
+    for name, field in fields.items():
+        path = prefix + name
+        if name in tree:
+            kwargs[name] = _convert(hints[name], tree[name], path, problems)
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            problems.append(f"{path}: required, no value given")
+    if len(problems) > problems_before:
+        return None
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        problems.append(f"{prefix.rstrip('.') or cls.__name__}: {exc}")
+        return None
+
+
+def _unknown_key(path: str, valid: list[str], prefix: str) -> str:
+    leaf = path[len(prefix):]
+    near = difflib.get_close_matches(leaf, valid, n=1, cutoff=0.5)
+    suggestion = f"; did you mean '{prefix}{near[0]}'?" if near else ""
+    return f"{path}: unknown key{suggestion} (valid: {', '.join(prefix + v for v in valid)})"
+
+
+def _has_name_field(cls: type) -> bool:
+    return dataclasses.is_dataclass(cls) and any(f.name == "name" for f in dataclasses.fields(cls))
+
+
+def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
+    """``value`` checked against (and, for numbers written as strings, converted to) ``tp``."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build_section(tp, value, path + ".", problems)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            trial: list[str] = []
+            converted = _convert(option, value, path, trial)
+            if not trial:
+                return converted
+        problems.append(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        return None
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value in choices:
+            return value
+        near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        hint = f"; did you mean '{near[0]}'?" if near else ""
+        problems.append(f"{path}: {value!r} is not one of {', '.join(map(str, choices))}{hint}")
+        return None
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            problems.append(f"{path}: expected a list, got {value!r}")
+            return None
+        args = typing.get_args(tp)
+        item_type = args[0] if args else Any
+        items = [_convert(item_type, v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            problems.append(f"{path}: expected a mapping, got {value!r}")
+            return None
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        problems.append(f"{path}: expected true or false, got {value!r}")
+        return None
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        problems.append(f"{path}: expected an integer, got {value!r}")
+        return None
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        problems.append(f"{path}: expected a number, got {value!r}")
+        return None
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        problems.append(f"{path}: expected a string, got {value!r}")
+        return None
+    raise TypeError(f"config field {path} has a type mltk cannot check: {tp!r}")
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return " or ".join(_type_name(t) for t in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+# ---------------------------------------------------------------- the whole resolution
+
+
+def resolve(cls: type[C], *, preset: Path | None = None, config_file: Path | None = None,
+            overrides: list[str] | tuple[str, ...] = ()) -> C:
+    """The config a run uses: dataclass defaults < preset < config file < overrides."""
+    tree: dict = {}
+    if preset is not None:
+        tree = merge(tree, read_yaml(preset))
+    if config_file is not None:
+        tree = merge(tree, read_yaml(config_file))
+    tree = merge(tree, parse_overrides(list(overrides)))
+    source = "config" if config_file is None and not overrides else "config (preset, file, overrides)"
+    return build(cls, tree, source=source)
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain nested dict of a config (tuples become lists), ready for YAML or JSON."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def to_yaml(cfg: Any, header: str = "") -> str:
+    body = yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+    return header + body
+
+
+def config_hash(cfg: Any, ignore: tuple[str, ...] = ()) -> str:
+    """sha256 of the canonical JSON of ``cfg`` without the top-level keys in ``ignore``."""
+    data = {k: v for k, v in to_dict(cfg).items() if k not in ignore}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

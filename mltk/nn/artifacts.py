@@ -1,0 +1,180 @@
+"""Classifiers as artifacts: what is stored, and how a model is rebuilt from it.
+
+A classifier artifact is ``model.safetensors`` (weights, plus small provenance
+in its ``__metadata__``: mltk version, engine, architecture spec, task, config
+hash, parent) and a card giving the same spec and task in full. Loading never
+unpickles anything: the architecture is rebuilt from the spec, then the
+weights are loaded strictly.
+
+A reference is a registry reference (``name``, ``name:3``, ``name@best``), an
+exported artifact folder (``card.json`` beside ``model.safetensors``), or a
+``.safetensors`` file written by mltk. A foreign ``.pt`` has no architecture
+in it: it enters through :func:`import_classifier` with the architecture named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mltk import __version__
+from mltk.core.errors import ArtifactError, ConfigError, UsageError
+from mltk.core.registry import CARD_FILE, Registry, sha256_file
+from mltk.core.tensor_files import (
+    load_foreign_state_dict,
+    load_safetensors,
+    read_safetensors_metadata,
+    safetensors_bytes,
+)
+from mltk.nn.classifier import ImageClassifier
+from mltk.nn.registry import UnknownArchError, build_from_spec, build_model
+
+WEIGHTS_FILE = "model.safetensors"
+_FOREIGN_SUFFIXES = (".pt", ".pth", ".th", ".bin", ".ckpt")
+
+
+@dataclasses.dataclass
+class LoadedClassifier:
+    model: ImageClassifier
+    source: str  # the registry reference (name:version) or the file it came from
+    task: dict  # {"data": DataSpec fields, "class_names": [...]}
+    card: dict
+
+
+# ---------------------------------------------------------------- writing
+
+
+def classifier_artifact(model: ImageClassifier, *, engine: str, data: Any, class_names: list[str],
+                        config: dict, config_sha256: str, metrics: dict, primary_metric: str,
+                        parent: str, relation: str, extra: dict | None = None) -> tuple[dict, dict]:
+    """(files, card) for :meth:`Registry.save`: the weights with provenance, and the card."""
+    task = {"data": dataclasses.asdict(data) if dataclasses.is_dataclass(data) else dict(data),
+            "class_names": list(class_names)}
+    spec = model.spec
+    metadata = {"mltk_version": __version__, "engine": engine, "arch": json.dumps(spec),
+                "task": json.dumps(task), "config_sha256": config_sha256, "parent": parent,
+                "relation": relation, "format": "pt"}
+    files = {WEIGHTS_FILE: safetensors_bytes(model.state_dict(), metadata)}
+    card = {"kind": "classifier", "engine": engine, "arch": spec, "task": task,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "metrics": metrics, "primary_metric": {"name": primary_metric, "higher_is_better": True},
+            "lineage": {"parent": parent, "relation": relation}, "config": config,
+            "config_sha256": config_sha256, **(extra or {})}
+    return files, card
+
+
+# ---------------------------------------------------------------- reading
+
+
+def looks_like_path(ref: str) -> bool:
+    path = Path(ref).expanduser()
+    return path.exists() or "/" in ref or path.suffix in (".safetensors", *_FOREIGN_SUFFIXES)
+
+
+def load_classifier(ref: str, registry: Registry | None = None) -> LoadedClassifier:
+    """The classifier ``ref`` names, with its task description; ArtifactError if it cannot be."""
+    if looks_like_path(ref):
+        return _load_from_path(Path(ref).expanduser())
+    registry = registry or Registry()
+    record = registry.resolve(ref)
+    card = record.card()
+    _require_classifier(card, record.ref)
+    weights = record.file(WEIGHTS_FILE)  # checks the sha256 recorded in the card
+    model = _rebuild(card["arch"], weights, record.ref)
+    return LoadedClassifier(model, record.ref, card.get("task", {}), card)
+
+
+def _load_from_path(path: Path) -> LoadedClassifier:
+    if not path.exists():
+        raise ArtifactError(f"{path}: no such file or folder",
+                            hint="give a registry reference (see `mltk ls`) or an existing path")
+    if path.is_dir():
+        card_path = path / CARD_FILE
+        if not card_path.is_file():
+            raise ArtifactError(f"{path}: not an mltk artifact folder (no {CARD_FILE})")
+        card = json.loads(card_path.read_text())
+        _require_classifier(card, str(path))
+        for filename, entry in card.get("files", {}).items():
+            if not (path / filename).is_file():
+                raise ArtifactError(f"{path}: {filename} is missing")
+            if sha256_file(path / filename) != entry["sha256"]:
+                raise ArtifactError(f"{path / filename}: does not match the sha256 in {CARD_FILE}",
+                                    hint="the file changed or is incomplete; export the artifact again")
+        return LoadedClassifier(_rebuild(card["arch"], path / WEIGHTS_FILE, str(path)), str(path),
+                                card.get("task", {}), card)
+    if path.suffix in _FOREIGN_SUFFIXES:
+        raise UsageError(f"{path}: a plain PyTorch checkpoint carries no architecture",
+                         hint=f"import it first: mltk import {path} --arch NAME (see `mltk import --help`)")
+    metadata = read_safetensors_metadata(path)
+    if "arch" not in metadata:
+        raise ArtifactError(f"{path}: safetensors file without an mltk architecture in its metadata",
+                            hint=f"import it with an architecture: mltk import {path} --arch NAME")
+    spec = json.loads(metadata["arch"])
+    task = json.loads(metadata.get("task", "{}"))
+    return LoadedClassifier(_rebuild(spec, path, str(path)), str(path), task,
+                            {"arch": spec, "task": task, "engine": metadata.get("engine")})
+
+
+def _require_classifier(card: dict, where: str) -> None:
+    if card.get("kind") != "classifier" or "arch" not in card:
+        raise ArtifactError(f"{where}: is a {card.get('kind', 'unknown')!r} artifact, not a classifier")
+
+
+def _rebuild(spec: dict, weights: Path, where: str) -> ImageClassifier:
+    try:
+        model = build_from_spec(spec)
+    except UnknownArchError as exc:
+        raise ArtifactError(f"{where}: the card names an unknown architecture: {exc.message}",
+                            hint="upgrade mltk, or check that the card was not edited") from None
+    except ConfigError as exc:
+        raise ArtifactError(f"{where}: the card's architecture spec is invalid: {exc.message}") from None
+    tensors, _ = load_safetensors(weights)
+    _load_strict(model, tensors, where)
+    model.eval()
+    return model
+
+
+def _load_strict(model: ImageClassifier, tensors: dict[str, torch.Tensor], where: str) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    wrong = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (first: {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (first: {unexpected[0]})")
+        if wrong:
+            key = wrong[0]
+            parts.append(f"{len(wrong)} of another shape (first: {key} {tuple(tensors[key].shape)} "
+                         f"vs {tuple(own[key].shape)})")
+        raise ArtifactError(f"{where}: the weights do not fit the architecture {model.arch!r}: "
+                            + "; ".join(parts),
+                            hint="check --arch and its options (num_classes, width, ...)")
+    model.load_state_dict(tensors)
+
+
+# ---------------------------------------------------------------- importing foreign weights
+
+
+def import_classifier(path: Path, *, arch: str, num_classes: int, in_channels: int, image_size: int,
+                      mean: list[float] | None, std: list[float] | None, options: dict) -> ImageClassifier:
+    """A classifier built as ``arch`` holding the weights of a foreign checkpoint.
+
+    The checkpoint is read with ``torch.load(weights_only=True)`` only; its keys
+    may be the architecture's own (``conv1.weight``) or mltk's (``net.conv1.weight``).
+    """
+    tensors = load_foreign_state_dict(Path(path)) if Path(path).suffix != ".safetensors" \
+        else load_safetensors(Path(path))[0]
+    model = build_model(arch, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
+                        mean=mean, std=std, **options)
+    if not all(key.startswith("net.") for key in tensors):
+        tensors = {f"net.{key}": value for key, value in tensors.items()}
+    _load_strict(model, tensors, str(path))
+    model.eval()
+    return model
