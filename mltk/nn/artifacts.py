@@ -81,7 +81,7 @@ def load_classifier(ref: str, registry: Registry | None = None) -> LoadedClassif
         return _load_from_path(Path(ref).expanduser())
     registry = registry or Registry()
     record = registry.resolve(ref)
-    card = record.card()
+    card = record.card(verify=True)
     _require_classifier(card, record.ref)
     weights = record.file(WEIGHTS_FILE)  # checks the sha256 recorded in the card
     model = _rebuild(card["arch"], weights, record.ref)

@@ -1,0 +1,167 @@
+"""torchvision's MobileNetV2 and MobileNetV3, adapted to small and non-RGB inputs.
+
+The networks are torchvision's own classes (subclassed only to add
+``embed``), so their state_dict keys are torchvision's and a torchvision
+checkpoint loads into them unchanged. Two adaptations, both in the stem:
+
+* ``stem_stride=1`` for 32 px inputs: with the ImageNet stride of 2 the total
+  stride of 32 leaves a 1x1 map for a CIFAR image; stride 1 leaves 2x2.
+  Changing the stride changes no weight shapes, so ImageNet weights still load.
+* ``in_channels != 3`` replaces the first conv by one with the same output
+  channels (the rest of the network keeps its pretrained-compatible shapes).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+from torchvision.models import MobileNetV2, MobileNetV3
+
+# Private in torchvision, but it is the only way to get the V3 block tables
+# into a subclass; tests/nn check our V3 against torchvision's public builder.
+from torchvision.models.mobilenetv3 import _mobilenet_v3_conf
+
+from mltk.nn.registry import option_problems_error, register_arch
+
+STEM_STRIDES = (1, 2)
+STEM_HELP = "stem_stride=1 for 32 px inputs"
+
+
+def adapt_stem(stem_conv: nn.Conv2d, *, in_channels: int, stride: int) -> nn.Conv2d:
+    """The first conv, with ``in_channels`` inputs and ``stride``; kept as is when they match."""
+    if stem_conv.in_channels == in_channels:
+        stem_conv.stride = (stride, stride)
+        return stem_conv
+    replacement = nn.Conv2d(
+        in_channels,
+        stem_conv.out_channels,
+        kernel_size=stem_conv.kernel_size,
+        stride=stride,
+        padding=stem_conv.padding,
+        bias=stem_conv.bias is not None,
+    )
+    # torchvision's own initialisation for MobileNet convs.
+    nn.init.kaiming_normal_(replacement.weight, mode="fan_out")
+    if replacement.bias is not None:
+        nn.init.zeros_(replacement.bias)
+    return replacement
+
+
+class EmbeddingMobileNetV2(MobileNetV2):
+    """torchvision MobileNetV2 plus ``embed``.
+
+    forward: [B, C, S, S] -> logits [B, num_classes];
+    embed:   [B, C, S, S] -> pooled last feature map [B, last_channel] (1280 at width 1).
+    """
+
+    def embed(self, x: Tensor) -> Tensor:
+        return nn.functional.adaptive_avg_pool2d(self.features(x), 1).flatten(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.embed(x))
+
+
+class EmbeddingMobileNetV3(MobileNetV3):
+    """torchvision MobileNetV3 plus ``embed``.
+
+    forward: [B, C, S, S] -> logits [B, num_classes];
+    embed:   [B, C, S, S] -> pooled last feature map [B, D] (576 small, 960 large,
+    at width 1). The 1024/1280-wide hidden layer belongs to the classifier head,
+    which is replaced or retrained with the classes, so it is not the embedding.
+    """
+
+    def __init__(self, *, variant: str, num_classes: int, width_mult: float, dropout: float):
+        blocks, last_channel = _mobilenet_v3_conf(variant, width_mult=width_mult)
+        super().__init__(blocks, last_channel, num_classes=num_classes, dropout=dropout)
+
+    def embed(self, x: Tensor) -> Tensor:
+        return self.avgpool(self.features(x)).flatten(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.embed(x))
+
+
+def _check_options(arch: str, *, width_mult: float, stem_stride: int, dropout: float) -> None:
+    problems = []
+    if width_mult <= 0:
+        problems.append(f"width_mult must be positive, got {width_mult}")
+    if stem_stride not in STEM_STRIDES:
+        problems.append(f"stem_stride must be 1 (32 px inputs) or 2 (ImageNet), got {stem_stride}")
+    if not 0 <= dropout < 1:
+        problems.append(f"dropout must be in [0, 1), got {dropout}")
+    if problems:
+        raise option_problems_error(arch, problems)
+
+
+def _with_stem(net: nn.Module, *, in_channels: int, stem_stride: int) -> nn.Module:
+    # features[0] is torchvision's Conv2dNormActivation; [0] inside it is the conv.
+    stem = net.features[0]
+    stem[0] = adapt_stem(stem[0], in_channels=in_channels, stride=stem_stride)
+    return net
+
+
+@register_arch(
+    "mobilenet_v2",
+    description=f"torchvision MobileNetV2, 3.5M params at 1000 classes; {STEM_HELP}",
+)
+def mobilenet_v2(
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    *,
+    width_mult: float = 1.0,
+    stem_stride: int = 2,
+    dropout: float = 0.2,
+) -> EmbeddingMobileNetV2:
+    _check_options("mobilenet_v2", width_mult=width_mult, stem_stride=stem_stride, dropout=dropout)
+    net = EmbeddingMobileNetV2(num_classes=num_classes, width_mult=width_mult, dropout=dropout)
+    return _with_stem(net, in_channels=in_channels, stem_stride=stem_stride)
+
+
+@register_arch(
+    "mobilenet_v3_small",
+    description=f"torchvision MobileNetV3-Small, 2.5M params at 1000 classes; {STEM_HELP}",
+)
+def mobilenet_v3_small(
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    *,
+    width_mult: float = 1.0,
+    stem_stride: int = 2,
+    dropout: float = 0.2,
+) -> EmbeddingMobileNetV3:
+    _check_options(
+        "mobilenet_v3_small", width_mult=width_mult, stem_stride=stem_stride, dropout=dropout
+    )
+    net = EmbeddingMobileNetV3(
+        variant="mobilenet_v3_small",
+        num_classes=num_classes,
+        width_mult=width_mult,
+        dropout=dropout,
+    )
+    return _with_stem(net, in_channels=in_channels, stem_stride=stem_stride)
+
+
+@register_arch(
+    "mobilenet_v3_large",
+    description=f"torchvision MobileNetV3-Large, 5.5M params at 1000 classes; {STEM_HELP}",
+)
+def mobilenet_v3_large(
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    *,
+    width_mult: float = 1.0,
+    stem_stride: int = 2,
+    dropout: float = 0.2,
+) -> EmbeddingMobileNetV3:
+    _check_options(
+        "mobilenet_v3_large", width_mult=width_mult, stem_stride=stem_stride, dropout=dropout
+    )
+    net = EmbeddingMobileNetV3(
+        variant="mobilenet_v3_large",
+        num_classes=num_classes,
+        width_mult=width_mult,
+        dropout=dropout,
+    )
+    return _with_stem(net, in_channels=in_channels, stem_stride=stem_stride)
