@@ -7,7 +7,15 @@ from pathlib import Path
 
 import typer
 
-from mltk.cli.render import FormatOption, check_format, emit, human_bytes, key_values, reporter_for, table
+from mltk.cli.render import (
+    FormatOption,
+    check_format,
+    emit,
+    human_bytes,
+    key_values,
+    reporter_for,
+    table,
+)
 from mltk.core.config import parse_overrides
 from mltk.core.errors import ArtifactError, UsageError
 from mltk.core.registry import Registry

@@ -11,7 +11,7 @@ from mltk.core import config as config_mod
 from mltk.core import distributed
 from mltk.core.catalog import get_recipe, preset_path
 from mltk.core.paths import runs_root
-from mltk.core.registry import Registry
+from mltk.core.registry import Registry, validate_name
 from mltk.core.run_recipe import run_recipe
 
 _DIST = "Distributed (torchrun)"
@@ -46,6 +46,8 @@ def train(
     # Resolve before anything starts, so a bad key fails fast, on one process.
     cfg = config_mod.resolve(entry.config_class, preset=preset_file, config_file=config_file,
                              overrides=overrides)
+    if hasattr(cfg, "artifact_name"):
+        validate_name(cfg.artifact_name())
     launch = distributed.LaunchOptions(
         nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank, rdzv_backend=rdzv_backend,
         rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id, master_addr=master_addr, master_port=master_port,

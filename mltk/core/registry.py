@@ -117,7 +117,11 @@ class ArtifactRecord:
     def card_path(self) -> Path:
         return self.path / CARD_FILE
 
-    def card(self) -> dict:
+    def card(self, *, verify: bool = False) -> dict:
+        """The parsed card; with ``verify``, checked first against the sha256 in the index."""
+        if verify and self.card_path.is_file() and sha256_file(self.card_path) != self.card_sha256:
+            raise ArtifactError(f"{self.ref}: {CARD_FILE} changed after it was saved",
+                                hint=f"`mltk verify {self.ref}` lists every mismatch")
         try:
             return json.loads(self.card_path.read_text())
         except FileNotFoundError:

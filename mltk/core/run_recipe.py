@@ -128,7 +128,7 @@ def _open_run_dir(entry: RecipeEntry, cfg: Any, ckpt: Checkpoint | None, runs_ro
             run.set_status("running", config_hash=identity)
             reporter.info(f"resuming {run.path.name} from step {ckpt.step}")
         else:
-            name = getattr(cfg, "name", "") or entry.name
+            name = cfg.artifact_name() if hasattr(cfg, "artifact_name") else entry.name
             run = RunDir.create(runs_root, entry.name, name, config_yaml=config_yaml, config_hash=identity)
         path = str(run.path)
     path = distributed.broadcast_object(path, dist_info)

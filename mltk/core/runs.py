@@ -28,7 +28,14 @@ from typing import Any
 import torch
 
 from mltk.core.errors import UsageError
-from mltk.core.tensor_files import fsync_dir, load_safetensors, load_state_tree, save_safetensors, save_state_tree, write_file
+from mltk.core.tensor_files import (
+    fsync_dir,
+    load_safetensors,
+    load_state_tree,
+    save_safetensors,
+    save_state_tree,
+    write_file,
+)
 
 RUN_FILE = "run.json"
 _STEP_RE = re.compile(r"^step-(\d+)$")

@@ -36,6 +36,7 @@ class TrainSpec:
     augment: Literal["auto", "none", "crop", "crop-flip"] = "auto"  # auto: crop, plus flip where the dataset allows
     amp: Literal["auto", "on", "off"] = "auto"  # mixed precision on CUDA
     compile: bool = False  # torch.compile the model (CUDA runs of many epochs)
+    max_steps: int = 0  # stop (and end the schedule) after this many steps; 0 = train.epochs decide
     ckpt_every: int = 0  # steps between checkpoints; 0 = at the end of every epoch
     keep_checkpoints: int = 2
 

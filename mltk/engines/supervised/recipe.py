@@ -76,6 +76,8 @@ class SupervisedRecipe:
         self.local_batch = per_rank_batch(cfg.train.batch_size, ctx.dist.world_size)
         self.steps_per_epoch = steps_per_epoch(len(train), cfg.train.batch_size)
         self.total_steps = cfg.train.epochs * self.steps_per_epoch
+        if cfg.train.max_steps:
+            self.total_steps = min(self.total_steps, cfg.train.max_steps)
         self.augment = _augment_mode(cfg.train.augment, cfg.data.name)
 
         channels, height, _ = train.image_shape
@@ -145,12 +147,13 @@ class SupervisedRecipe:
                 if bar.wants_update():  # reading the loss syncs a GPU: only as often as the bar redraws
                     bar.update(done, epoch=epoch + 1, lr=lr,
                                loss=float(self.running["loss_sum"]) / self.running["seen"])
-                end_of_epoch = done % self.steps_per_epoch == 0
+                end_of_epoch = done % self.steps_per_epoch == 0 or done == self.total_steps
                 if end_of_epoch:
                     self._end_epoch(epoch, done, lr, time.perf_counter() - epoch_started, bar)
                     epoch_started = time.perf_counter()
                 if done % ckpt_every == 0 or end_of_epoch:
                     self._checkpoint(done)
+            bar.update(self.total_steps)
 
     def _step(self, step: int, order: torch.Tensor, step_in_epoch: int,
               lr: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,14 +188,14 @@ class SupervisedRecipe:
         loss_sum, correct, seen = totals.tolist()
         record = {"step": step, "epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen,
                   "train_accuracy": correct / seen,
-                  "samples_per_s": self.steps_per_epoch * self.cfg.train.batch_size / max(seconds, 1e-9)}
+                  "samples_per_s": seen / max(seconds, 1e-9)}
         if self.splits.val is not None:
             val = self._evaluate(self.splits.val)
             record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
             self.train_model.train()
         self.ctx.run.append_metrics(record)
         summary = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                            for k, v in record.items() if k != "step")
+                            for k, v in record.items() if k not in ("step", "epoch"))
         bar.line(f"epoch {epoch + 1}/{self.cfg.train.epochs}  {summary}")
         self._reset_running()
 

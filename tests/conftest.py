@@ -1,0 +1,78 @@
+"""Fixtures shared by the CLI and engine tests: an isolated mltk home and two ways to run the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mltk.cli.main import main
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+
+@pytest.fixture
+def tiny() -> list[str]:
+    """Overrides for a small, fast supervised run: a 2-block ConvNet of width 16, 2 epochs on digits."""
+    return ["model.options.width=16", "model.options.depth=2", "train.epochs=2", "train.batch_size=32",
+            "optim.lr=0.1"]
+
+
+@dataclasses.dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self):
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def mltk_env(tmp_path, monkeypatch):
+    """MLTK_HOME, MLTK_RUNS and MLTK_DATA inside tmp_path; CI mode (no progress bars)."""
+    env = {"MLTK_HOME": str(tmp_path / "home"), "MLTK_RUNS": str(tmp_path / "runs"),
+           "MLTK_DATA": str(tmp_path / "data"), "CI": "1"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MLTK_DEBUG", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def cli(mltk_env, capsys):
+    """Run ``mltk ARGS`` in this process through the real entry point; a Result."""
+
+    def run(*args: str) -> Result:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as info:
+            main(list(args))
+        out, err = capsys.readouterr()
+        return Result(info.value.code, out, err)
+
+    return run
+
+
+@pytest.fixture
+def cli_process(mltk_env):
+    """Run ``python -m mltk ARGS`` as a child process (for signals, torchrun and the installed entry point)."""
+
+    def run(*args: str, timeout: float = 240, cwd: Path | None = None) -> Result:
+        proc = subprocess.run([sys.executable, "-m", "mltk", *args], capture_output=True, text=True,
+                              timeout=timeout, env=child_env(), cwd=cwd or mltk_env)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
+
+
+def child_env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
