@@ -10,12 +10,11 @@ import os
 import sys
 import traceback
 
-import click
 import typer
 
 from mltk import __version__
 from mltk.cli import artifacts, evaluate, info, train
-from mltk.core.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, MltkError
+from mltk.core.errors import EXIT_RUNTIME, MltkError
 
 EPILOG = ("Exit codes: 0 ok, 1 runtime failure, 2 usage or config error, 3 artifact or data missing or corrupt, "
           "4 eval threshold not met, 130 interrupted (checkpoint written). MLTK_DEBUG=1 shows tracebacks.")
@@ -53,33 +52,25 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI, print errors as one line plus a hint, exit with the documented code."""
+    """Entry point: run the CLI, print errors as one line plus a hint, exit with the documented code.
+
+    Typer itself reports bad flags and missing arguments (exit 2) and exits
+    for help, ``--version`` and success; mltk's own errors and bugs reach here.
+    """
     debug = bool(os.environ.get("MLTK_DEBUG"))
     try:
-        code = app(args=argv, prog_name="mltk", standalone_mode=False)
+        app(args=argv, prog_name="mltk")
     except MltkError as exc:
         if debug:
             traceback.print_exc()
         _print_error(exc.message, exc.hint)
-        code = exc.exit_code
-    except click.exceptions.Exit as exc:
-        code = exc.exit_code
-    except click.exceptions.Abort:
-        code = EXIT_INTERRUPTED
-    except click.ClickException as exc:  # bad flags, missing arguments
-        exc.show()
-        code = EXIT_USAGE
-    except KeyboardInterrupt:
-        _print_error("interrupted", None)
-        code = EXIT_INTERRUPTED
+        sys.exit(exc.exit_code)
     except Exception as exc:  # a bug: one line, the traceback on request
         if debug:
             traceback.print_exc()
         _print_error(f"internal error: {type(exc).__name__}: {exc}",
                      "rerun with MLTK_DEBUG=1 for the traceback, and report it with `mltk env`")
-        code = EXIT_RUNTIME
-    sys.stdout.flush()
-    sys.exit(code if isinstance(code, int) else 0)
+        sys.exit(EXIT_RUNTIME)
 
 
 def _print_error(message: str, hint: str | None) -> None:

@@ -256,8 +256,7 @@ def resolve(cls: type[C], *, preset: Path | None = None, config_file: Path | Non
     if config_file is not None:
         tree = merge(tree, read_yaml(config_file))
     tree = merge(tree, parse_overrides(list(overrides)))
-    source = "config" if config_file is None and not overrides else "config (preset, file, overrides)"
-    return build(cls, tree, source=source)
+    return build(cls, tree)
 
 
 def to_dict(cfg: Any) -> dict:
