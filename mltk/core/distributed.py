@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import sys
 from collections.abc import Sequence
 
 import torch
@@ -137,6 +138,10 @@ def launch(options: LaunchOptions, worker_argv: Sequence[str]) -> int:
     # One thread per rank unless the user says otherwise: N ranks each
     # spawning one thread per core oversubscribe the machine.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if "--standalone" in options.torchrun_args() and sys.platform.startswith("linux"):
+        # All ranks are on this machine: gloo's hostname-based interface choice is
+        # needlessly fragile (containers, CI runners), loopback always works.
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     args = get_args_parser().parse_args([*options.torchrun_args(), "-m", "mltk", *worker_argv])
     try:
         run(args)

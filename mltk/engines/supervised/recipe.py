@@ -28,8 +28,8 @@ from mltk.core.device import amp_dtype, autocast
 from mltk.core.errors import ConfigError, Interrupted
 from mltk.core.registry import ArtifactRecord
 from mltk.core.run_recipe import RunContext
-from mltk.core.seeding import seed_everything, seed_step
-from mltk.data.augment import crop_padding, random_crop, random_hflip
+from mltk.core.seeding import generator, seed_everything, seed_step
+from mltk.data.augment import crop_flip, crop_padding
 from mltk.data.batches import epoch_order, per_rank_batch, step_indices, steps_per_epoch
 from mltk.data.catalog import dataset_info
 from mltk.data.splits import load_splits
@@ -158,16 +158,16 @@ class SupervisedRecipe:
     def _step(self, step: int, order: torch.Tensor, step_in_epoch: int,
               lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step; (mean loss, number correct) of this rank's batch, as 0-d tensors."""
-        ctx = self.ctx
-        seed_step(self.cfg.seed, step, ctx.dist.rank)
-        idx = step_indices(order, step_in_epoch, batch_size=self.cfg.train.batch_size,
+        ctx, batch_size = self.ctx, self.cfg.train.batch_size
+        seed_step(self.cfg.seed, step, ctx.dist.rank)  # randomness inside the model (dropout)
+        idx = step_indices(order, step_in_epoch, batch_size=batch_size,
                            rank=ctx.dist.rank, world_size=ctx.dist.world_size).to(ctx.device)
         images = self.train_images[idx].float().div_(255)
         labels = self.train_labels[idx]
         if self.augment != "none":
-            images = random_crop(images, crop_padding(images.shape[-1]))
-            if self.augment == "crop-flip":
-                images = random_hflip(images)
+            images = crop_flip(images, padding=crop_padding(images.shape[-1]), flip=self.augment == "crop-flip",
+                               generator=generator(self.cfg.seed, step), global_batch=batch_size,
+                               start=ctx.dist.rank * self.local_batch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with autocast(ctx.device, self.amp):
