@@ -27,9 +27,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def seed_step(seed: int, step: int, rank: int = 0) -> None:
-    """Re-seed torch's global generators for one training step."""
-    torch.manual_seed(derive_seed(seed, step, rank))
+def seed_step(seed: int, step: int, rank: int = 0, device: torch.device | None = None) -> None:
+    """Re-seed the global generators of the CPU and of ``device`` for one training step.
+
+    Not ``torch.manual_seed``: on a CUDA build it queues a seed for every GPU,
+    recording a stack trace each time, which costs more than a small step.
+    """
+    value = derive_seed(seed, step, rank)
+    torch.default_generator.manual_seed(value)
+    if device is not None and device.type == "cuda":
+        torch.cuda.manual_seed(value)
 
 
 def generator(*parts: int) -> torch.Generator:

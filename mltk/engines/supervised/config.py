@@ -37,7 +37,8 @@ class TrainSpec:
     amp: Literal["auto", "on", "off"] = "auto"  # mixed precision on CUDA
     compile: bool = False  # torch.compile the model (CUDA runs of many epochs)
     max_steps: int = 0  # stop (and end the schedule) after this many steps; 0 = train.epochs decide
-    ckpt_every: int = 0  # steps between checkpoints; 0 = at the end of every epoch
+    ckpt_every: int = 0  # steps between checkpoints; 0 = by time, see ckpt_minutes
+    ckpt_minutes: float = 5.0  # with ckpt_every 0: checkpoint when this much training is unsaved (and at the end)
     keep_checkpoints: int = 2
 
 

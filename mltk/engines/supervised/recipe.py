@@ -122,11 +122,10 @@ class SupervisedRecipe:
 
     def train(self) -> None:
         cfg, ctx = self.cfg, self.ctx
-        ckpt_every = cfg.train.ckpt_every or self.steps_per_epoch
         self.train_model.train()
         order, order_epoch = None, -1
         with ctx.reporter.progress(self.total_steps, start=self.start_step, description="train") as bar:
-            epoch_started = time.perf_counter()
+            epoch_started = last_checkpoint = time.perf_counter()
             for step in range(self.start_step, self.total_steps):
                 if ctx.should_stop():
                     self._checkpoint(step)
@@ -151,15 +150,16 @@ class SupervisedRecipe:
                 if end_of_epoch:
                     self._end_epoch(epoch, done, lr, time.perf_counter() - epoch_started, bar)
                     epoch_started = time.perf_counter()
-                if done % ckpt_every == 0 or end_of_epoch:
+                if self._checkpoint_due(done, last_checkpoint):
                     self._checkpoint(done)
+                    last_checkpoint = time.perf_counter()
             bar.update(self.total_steps)
 
     def _step(self, step: int, order: torch.Tensor, step_in_epoch: int,
               lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step; (mean loss, number correct) of this rank's batch, as 0-d tensors."""
         ctx, batch_size = self.ctx, self.cfg.train.batch_size
-        seed_step(self.cfg.seed, step, ctx.dist.rank)  # randomness inside the model (dropout)
+        seed_step(self.cfg.seed, step, ctx.dist.rank, ctx.device)  # randomness inside the model (dropout)
         idx = step_indices(order, step_in_epoch, batch_size=batch_size,
                            rank=ctx.dist.rank, world_size=ctx.dist.world_size).to(ctx.device)
         images = self.train_images[idx].float().div_(255)
@@ -204,6 +204,15 @@ class SupervisedRecipe:
         device = self.ctx.device
         self.running = {"loss_sum": torch.tensor(loss_sum, dtype=torch.float64, device=device),
                         "correct": torch.tensor(correct, dtype=torch.int64, device=device), "seen": seen}
+
+    def _checkpoint_due(self, done: int, last_checkpoint: float) -> bool:
+        """Every ``ckpt_every`` steps, else after ``ckpt_minutes`` of training; always at the end."""
+        train = self.cfg.train
+        if done == self.total_steps:
+            return True
+        if train.ckpt_every:
+            return done % train.ckpt_every == 0
+        return time.perf_counter() - last_checkpoint >= 60 * train.ckpt_minutes
 
     def _checkpoint(self, step: int) -> None:
         if not self.ctx.dist.is_main:
