@@ -140,7 +140,9 @@ def _rebuild(spec: dict, weights: Path, where: str) -> ImageClassifier:
 
 def _load_strict(model: ImageClassifier, tensors: dict[str, torch.Tensor], where: str) -> None:
     own = model.state_dict()
-    missing = sorted(set(own) - set(tensors))
+    # Checkpoints written before PyTorch 0.4.1 have no BatchNorm step counter;
+    # the counter only matters for momentum=None, and loading leaves it at 0.
+    missing = sorted(k for k in set(own) - set(tensors) if not k.endswith("num_batches_tracked"))
     unexpected = sorted(set(tensors) - set(own))
     wrong = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
     if missing or unexpected or wrong:
@@ -156,7 +158,7 @@ def _load_strict(model: ImageClassifier, tensors: dict[str, torch.Tensor], where
         raise ArtifactError(f"{where}: the weights do not fit the architecture {model.arch!r}: "
                             + "; ".join(parts),
                             hint="check --arch and its options (num_classes, width, ...)")
-    model.load_state_dict(tensors)
+    model.load_state_dict(tensors, strict=False)
 
 
 # ---------------------------------------------------------------- importing foreign weights
