@@ -11,10 +11,33 @@ from mltk.core.catalog import EvalRequest, get_protocol
 from mltk.core.config import parse_overrides
 from mltk.core.errors import ThresholdNotMet, UsageError
 
+EVAL_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def protocol_options(args: list[str]) -> dict:
+    """``["--runs", "5", "--model", "convnet", "--fast", "k=v"]`` -> ``{"runs": 5, "model": "convnet", "fast": True, "k": "v"}``."""
+    items: list[str] = []
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if token.startswith("--") and len(token) > 2:
+            key, sep, value = token[2:].partition("=")
+            if not sep:
+                has_value = i + 1 < len(args) and not args[i + 1].startswith("--")
+                value = args[i + 1] if has_value else "true"
+                i += has_value
+            items.append(f"{key.replace('-', '_')}={value}")
+        elif "=" in token:
+            items.append(token)
+        else:
+            raise UsageError(f"unexpected argument {token!r}", hint="protocol options are --name VALUE or name=VALUE")
+        i += 1
+    return parse_overrides(items)
+
 
 def evaluate(
+    ctx: typer.Context,
     ref: str = typer.Argument(..., help="artifact: name, name:VERSION, name@ALIAS, or a file/folder path"),
-    options: list[str] = typer.Argument(None, metavar="[KEY=VALUE]...", help="protocol-specific options"),
     protocol: str = typer.Option("accuracy", "--protocol", help="evaluation protocol (see `mltk recipes`)"),
     data: str = typer.Option(None, "--data", help="dataset name [default: the one the model was trained on]"),
     data_dir: str = typer.Option(None, "--data-dir", help="where the dataset files are [default: $MLTK_DATA]"),
@@ -25,11 +48,14 @@ def evaluate(
     metric: str = typer.Option(None, "--metric", help="the metric --min applies to [default: the protocol's primary]"),
     fmt: str = FormatOption,
 ) -> None:
-    """Evaluate an artifact with a protocol; exit 4 when --min is not met."""
+    """Evaluate an artifact with a protocol; exit 4 when --min is not met.
+
+    Protocol-specific options follow as --name VALUE or name=VALUE (see `mltk recipes`).
+    """
     reporter = reporter_for(fmt)
     entry = get_protocol(protocol)
-    request = EvalRequest(ref=ref, data=data, data_dir=data_dir, split=split, batch_size=batch_size,
-                          device=device, options=parse_overrides(list(options or [])))
+    request = EvalRequest(ref=ref, protocol=protocol, data=data, data_dir=data_dir, split=split,
+                          batch_size=batch_size, device=device, options=protocol_options(ctx.args))
     started = time.perf_counter()
     result = entry.run(request, reporter)
     chosen = metric or result.primary

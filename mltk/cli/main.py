@@ -25,7 +25,7 @@ app = typer.Typer(name="mltk", no_args_is_help=True, add_completion=False, epilo
                        "registry ($MLTK_HOME).")
 
 app.command("train", epilog=EPILOG)(train.train)
-app.command("eval", epilog=EPILOG)(evaluate.evaluate)
+app.command("eval", epilog=EPILOG, context_settings=evaluate.EVAL_CONTEXT)(evaluate.evaluate)
 app.command("ls")(artifacts.ls)
 app.command("show")(artifacts.show)
 app.command("verify")(artifacts.verify)

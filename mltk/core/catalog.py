@@ -14,9 +14,11 @@ import importlib
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mltk.core.errors import UsageError
+
+C = TypeVar("C")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,15 +35,29 @@ class RecipeEntry:
 
 @dataclasses.dataclass(frozen=True)
 class EvalRequest:
-    """What ``mltk eval`` passes to a protocol; ``options`` are its ``key=value`` extras."""
+    """What ``mltk eval`` passes to a protocol.
+
+    ``options`` holds the protocol's own settings, given on the command line as
+    ``--runs 5`` or ``runs=5``; a protocol reads them with :meth:`parse_options`.
+    """
 
     ref: str
+    protocol: str = "accuracy"
     data: str | None = None
     data_dir: str | None = None
     split: str = "test"
     batch_size: int = 512
     device: str = "auto"
     options: dict = dataclasses.field(default_factory=dict)
+
+    def parse_options(self, cls: type[C]) -> C:
+        """``options`` checked against the dataclass ``cls``: every unknown or mistyped one is a ConfigError."""
+        from mltk.core.config import build
+
+        names = [f.name for f in dataclasses.fields(cls)]
+        hint = (f"options of --protocol {self.protocol}: " + ", ".join(f"--{n.replace('_', '-')}" for n in names)
+                if names else f"--protocol {self.protocol} takes no options of its own")
+        return build(cls, self.options, source=f"--protocol {self.protocol}", hint=hint)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -108,13 +108,13 @@ def merge(base: dict, layer: dict) -> dict:
 # ---------------------------------------------------------------- building the dataclass
 
 
-def build(cls: type[C], tree: dict, source: str = "config") -> C:
+def build(cls: type[C], tree: dict, source: str = "config",
+          hint: str = "see every key and its default with `mltk cp <recipe> my.yaml`") -> C:
     """An instance of ``cls`` from ``tree``, or a ConfigError listing every problem."""
     problems: list[str] = []
     instance = _build_section(cls, tree, "", problems)
     if problems:
-        raise ConfigError(problems, source=source,
-                          hint="see every key and its default with `mltk cp <recipe> my.yaml`")
+        raise ConfigError(problems, source=source, hint=hint)
     return instance
 
 
@@ -151,7 +151,8 @@ def _unknown_key(path: str, valid: list[str], prefix: str) -> str:
     leaf = path[len(prefix):]
     near = difflib.get_close_matches(leaf, valid, n=1, cutoff=0.5)
     suggestion = f"; did you mean '{prefix}{near[0]}'?" if near else ""
-    return f"{path}: unknown key{suggestion} (valid: {', '.join(prefix + v for v in valid)})"
+    listing = f"valid: {', '.join(prefix + v for v in valid)}" if valid else "no keys are valid here"
+    return f"{path}: unknown key{suggestion} ({listing})"
 
 
 def _has_name_field(cls: type) -> bool:

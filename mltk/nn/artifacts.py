@@ -10,12 +10,17 @@ A reference is a registry reference (``name``, ``name:3``, ``name@best``), an
 exported artifact folder (``card.json`` beside ``model.safetensors``), or a
 ``.safetensors`` file written by mltk. A foreign ``.pt`` has no architecture
 in it: it enters through :func:`import_classifier` with the architecture named.
+
+Other kinds of classifier artifact (a binarized network, say) register a
+loader for their card ``kind`` with :func:`register_classifier_kind`; every
+command that takes a classifier then takes them too.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +44,26 @@ _FOREIGN_SUFFIXES = (".pt", ".pth", ".th", ".bin", ".ckpt")
 
 @dataclasses.dataclass
 class LoadedClassifier:
-    model: ImageClassifier
+    model: torch.nn.Module  # images float [B, C, H, W] in [0, 1] -> logits [B, num_classes]
     source: str  # the registry reference (name:version) or the file it came from
     task: dict  # {"data": DataSpec fields, "class_names": [...]}
     card: dict
+
+    @property
+    def arch_args(self) -> dict:
+        """num_classes, in_channels, image_size and the architecture's options."""
+        return self.card["arch"]["args"]
+
+
+# A loader turns a verified card into a model; ``read`` gives the path of one
+# of the artifact's files after checking its sha256; ``where`` names it in errors.
+ClassifierLoader = Callable[[dict, Callable[[str], Path], str], torch.nn.Module]
+_LOADERS: dict[str, ClassifierLoader] = {}
+
+
+def register_classifier_kind(kind: str, loader: ClassifierLoader) -> None:
+    """Let every classifier command load artifacts whose card says ``kind``."""
+    _LOADERS[kind] = loader
 
 
 # ---------------------------------------------------------------- writing
@@ -82,9 +103,7 @@ def load_classifier(ref: str, registry: Registry | None = None) -> LoadedClassif
     registry = registry or Registry()
     record = registry.resolve(ref)
     card = record.card(verify=True)
-    _require_classifier(card, record.ref)
-    weights = record.file(WEIGHTS_FILE)  # checks the sha256 recorded in the card
-    model = _rebuild(card["arch"], weights, record.ref)
+    model = _loader_for(card, record.ref)(card, record.file, record.ref)  # record.file checks sha256
     return LoadedClassifier(model, record.ref, card.get("task", {}), card)
 
 
@@ -97,14 +116,14 @@ def _load_from_path(path: Path) -> LoadedClassifier:
         if not card_path.is_file():
             raise ArtifactError(f"{path}: not an mltk artifact folder (no {CARD_FILE})")
         card = json.loads(card_path.read_text())
-        _require_classifier(card, str(path))
+        loader = _loader_for(card, str(path))
         for filename, entry in card.get("files", {}).items():
             if not (path / filename).is_file():
                 raise ArtifactError(f"{path}: {filename} is missing")
             if sha256_file(path / filename) != entry["sha256"]:
                 raise ArtifactError(f"{path / filename}: does not match the sha256 in {CARD_FILE}",
                                     hint="the file changed or is incomplete; export the artifact again")
-        return LoadedClassifier(_rebuild(card["arch"], path / WEIGHTS_FILE, str(path)), str(path),
+        return LoadedClassifier(loader(card, lambda name: path / name, str(path)), str(path),
                                 card.get("task", {}), card)
     if path.suffix in _FOREIGN_SUFFIXES:
         raise UsageError(f"{path}: a plain PyTorch checkpoint carries no architecture",
@@ -119,9 +138,19 @@ def _load_from_path(path: Path) -> LoadedClassifier:
                             {"arch": spec, "task": task, "engine": metadata.get("engine")})
 
 
-def _require_classifier(card: dict, where: str) -> None:
-    if card.get("kind") != "classifier" or "arch" not in card:
-        raise ArtifactError(f"{where}: is a {card.get('kind', 'unknown')!r} artifact, not a classifier")
+def _loader_for(card: dict, where: str) -> ClassifierLoader:
+    kind = card.get("kind")
+    if kind not in _LOADERS or "arch" not in card:
+        raise ArtifactError(f"{where}: is a {kind or 'unknown'!r} artifact, not a classifier",
+                            hint=f"classifier kinds: {', '.join(sorted(_LOADERS))}")
+    return _LOADERS[kind]
+
+
+def _load_plain(card: dict, read: Callable[[str], Path], where: str) -> ImageClassifier:
+    return _rebuild(card["arch"], read(WEIGHTS_FILE), where)
+
+
+register_classifier_kind("classifier", _load_plain)
 
 
 def _rebuild(spec: dict, weights: Path, where: str) -> ImageClassifier:

@@ -167,3 +167,10 @@ def test_json_errors_leave_stdout_empty(cli):
     assert result.code == 3 and result.stdout == ""
     with pytest.raises(json.JSONDecodeError):
         json.loads(result.stdout)
+
+
+def test_protocol_options_are_checked(cli, trained):
+    result = cli("eval", trained, "--protocol", "accuracy", "--runs", "5")
+    assert result.code == 2
+    assert "runs: unknown key" in _one_error_line(result) and "takes no options" in result.stderr
+    assert cli("eval", trained, "--protocol", "acuracy").code == 2

@@ -13,6 +13,11 @@ from mltk.nn.artifacts import load_classifier
 from mltk.nn.evaluation import evaluate_classifier
 
 
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+    """The accuracy protocol takes no options of its own."""
+
+
 def data_spec_for(task: dict, request: EvalRequest, where: str) -> DataSpec:
     """The dataset to score on: ``--data`` if given, else the one the model was trained on.
 
@@ -46,10 +51,11 @@ def split_of(spec: DataSpec, split: str):
 
 @register_protocol("accuracy", description="top-1 accuracy and cross-entropy of a classifier on a labelled split")
 def accuracy_protocol(request: EvalRequest, reporter: Reporter) -> EvalResult:
+    request.parse_options(NoOptions)
     loaded = load_classifier(request.ref)
     spec = data_spec_for(loaded.task, request, loaded.source)
     dataset = split_of(spec, request.split)
-    args = loaded.model.spec["args"]
+    args = loaded.arch_args
     expected = (args["in_channels"], args["image_size"], args["image_size"])
     if tuple(dataset.image_shape) != expected:
         raise UsageError(f"{loaded.source} takes {'x'.join(map(str, expected))} images, {spec.name} "
