@@ -117,3 +117,15 @@ def test_progress_and_messages_stay_off_stdout(cli, tiny):
     assert "data: digits" in result.stderr
     quiet = cli("train", "supervised", *tiny, "--format", "quiet")
     assert quiet.stderr == "" and quiet.stdout.strip() == "convnet-digits:2"
+
+
+def test_validation_holdout_is_scored_every_epoch_and_reused_by_eval(cli, tiny):
+    result = cli("train", "supervised", *tiny, "data.val_holdout=0.2", "data.holdout_seed=7", "--format", "json")
+    assert result.code == 0, result.stderr
+    assert "1150 train, 287 val, 360 test" in result.stderr  # 20% of the 1,437 train images held out
+    run = result.json()
+    lines = [json.loads(line) for line in open(run["run_dir"] + "/metrics.jsonl")]
+    assert all("val_accuracy" in line for line in lines)
+    val = cli("eval", run["artifact"], "--split", "val", "--format", "json").json()
+    assert val["images"] == 287
+    assert val["metrics"]["accuracy"] == run["metrics"]["val_accuracy"]
