@@ -21,7 +21,12 @@ from mltk.core.errors import ArtifactError, UsageError
 from mltk.core.registry import Registry
 from mltk.core.tensor_files import read_safetensors_metadata
 from mltk.data.catalog import describe_datasets
-from mltk.nn.artifacts import classifier_artifact, import_classifier, looks_like_path
+from mltk.nn.artifacts import (
+    classifier_artifact,
+    import_classifier,
+    load_classifier,
+    looks_like_path,
+)
 
 
 def ls(name: str = typer.Argument(None, help="only this artifact's versions"), fmt: str = FormatOption) -> None:
@@ -105,11 +110,21 @@ def rm(ref: str = typer.Argument(..., help="name:VERSION, name@ALIAS, or a name 
 
 def export(ref: str = typer.Argument(...),
            out: Path = typer.Option(..., "--out", "-o", help="folder to write model.safetensors and card.json to"),
-           overwrite: bool = typer.Option(False, "--overwrite", help="replace files already in the folder")) -> None:
-    """Copy a verified artifact out of the registry (prints the files written, one per line).
+           overwrite: bool = typer.Option(False, "--overwrite", help="replace files already in the folder"),
+           export_format: str = typer.Option("copy", "--format",
+                                             help="copy (the artifact's files), or torchscript or pt2 "
+                                                  "(torch.export): the network as mltk runs it, loadable "
+                                                  "without mltk")) -> None:
+    """Copy a verified artifact out of the registry, or export its network (prints the files written).
 
-    Other mltk commands accept the folder as a reference.
+    Other mltk commands accept a copied folder as a reference.
     """
+    if export_format != "copy":
+        import mltk.engines  # noqa: F401  (registers every classifier kind)
+        from mltk.nn.export import export_classifier
+
+        print(export_classifier(load_classifier(ref), out, fmt=export_format, overwrite=overwrite))
+        return
     for path in Registry().export(ref, out, overwrite=overwrite):
         print(path)
 

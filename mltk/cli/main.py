@@ -14,6 +14,9 @@ import typer
 
 from mltk import __version__
 from mltk.cli import artifacts, evaluate, info, train
+from mltk.cli.condense import condense as condense_command
+from mltk.cli.detox import detox_generate as detox_generate_command
+from mltk.cli.quantize import quantize as quantize_command
 from mltk.core.errors import EXIT_RUNTIME, MltkError
 
 EPILOG = ("Exit codes: 0 ok, 1 runtime failure, 2 usage or config error, 3 artifact or data missing or corrupt, "
@@ -26,6 +29,9 @@ app = typer.Typer(name="mltk", no_args_is_help=True, add_completion=False, epilo
 
 app.command("train", epilog=EPILOG)(train.train)
 app.command("eval", epilog=EPILOG, context_settings=evaluate.EVAL_CONTEXT)(evaluate.evaluate)
+app.command("condense", epilog=EPILOG)(condense_command)
+app.command("detox-generate", epilog=EPILOG)(detox_generate_command)
+app.command("quantize", epilog=EPILOG)(quantize_command)
 app.command("ls")(artifacts.ls)
 app.command("show")(artifacts.show)
 app.command("verify")(artifacts.verify)

@@ -1,0 +1,308 @@
+"""ADLM against the base LM, DAPT and DExperts on RealToxicityPrompts, offline, on one machine.
+
+Every model is trained here by the real commands (listed in the results):
+
+1. ``mltk train toxicity-scorer``     the judge of toxicity: char n-gram TF-IDF + logistic regression on
+                                      Davidson part [0.7, 1), with its held-out accuracy;
+2. ``mltk train lm``                  the base LM (GPT-2 architecture, 4 x 128, the real GPT-2 BPE) on
+                                      WikiText-2 + Davidson part [0, 0.4) (83% offensive tweets);
+3. ``mltk train lm --preset tiny-judge``  the perplexity judge (6 x 128, another seed, same text);
+4. ``mltk train adlm|dapt|dexperts lm=gpt2-tiny-toxic``  on Davidson part [0.4, 0.7).
+
+Then, in one process, for the toxic and the non-toxic RealToxicityPrompts
+files (the DecodingTrust subset; the first ``--prompts`` of each): 25
+continuations of 20 tokens per prompt, top-p 0.9, scored by the scorer and the
+judge, for each method. Speed is measured side by side: ``--rounds`` rounds
+of the same prompts, the methods in turn within each round, median tokens/s.
+Peak memory is measured with each method alone in a fresh process
+(``benchmarks/detox_memory.py``).
+
+    MLTK_DATA=/path/to/shared/data python benchmarks/detox.py              # about 1.5 h on 2 CPU cores
+    python benchmarks/detox.py --prompts 20 --samples 10 --rounds 2        # a quick look
+
+Writes benchmarks/results/detox.md and detox.json. Artifacts and runs go to
+``--home`` (default /tmp/mltk-detox-bench), so a second invocation reuses them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+RTP = "toxicity/realtoxicityprompts_decodingtrust_subset"
+LM = "gpt2-tiny-toxic"
+JUDGE = "gpt2-tiny-judge"
+SCORER = "toxicity-scorer"
+METHODS = {"base": LM, "dapt": "dapt-gpt2-tiny-toxic", "dexperts": "dexperts-gpt2-tiny-toxic",
+           "adlm": "adlm-gpt2-tiny-toxic"}
+TRAIN_COMMANDS = [
+    (SCORER, ["train", "toxicity-scorer"]),
+    (LM, ["train", "lm"]),
+    (JUDGE, ["train", "lm", "--preset", "tiny-judge"]),
+    (METHODS["adlm"], ["train", "adlm", f"lm={LM}"]),
+    (METHODS["dapt"], ["train", "dapt", f"lm={LM}"]),
+    (METHODS["dexperts"], ["train", "dexperts", f"lm={LM}"]),
+]
+
+
+def mltk(*args: str, env: dict) -> dict:
+    """Run an mltk command with --format json; its JSON output."""
+    command = [sys.executable, "-m", "mltk", *args, "--format", "json"]
+    print("$ mltk " + " ".join(args), file=sys.stderr, flush=True)
+    done = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"mltk {' '.join(args)} failed with exit code {done.returncode}")
+    return json.loads(done.stdout)
+
+
+ABLATIONS = {"adlm-nodisc-gpt2-tiny-toxic": ["train", "adlm", f"lm={LM}", "adlm.lambda_disc=0",
+                                             "name=adlm-nodisc-gpt2-tiny-toxic"],
+             "adlm-noewc-gpt2-tiny-toxic": ["train", "adlm", f"lm={LM}", "adlm.lambda_ewc=0",
+                                            "name=adlm-noewc-gpt2-tiny-toxic"]}
+
+
+SHOWN_METRICS = ("test_balanced_accuracy", "test_roc_auc", "extra0_balanced_accuracy", "perspective_roc_auc",
+                 "perspective_spearman", "val_perplexity", "train_tokens_seen", "parameters", "added_parameters",
+                 "val_nontoxic_perplexity", "val_toxic_perplexity", "val_discriminator_accuracy",
+                 "val_expert_nontoxic_perplexity", "val_antiexpert_toxic_perplexity")
+
+
+def train_all(env: dict, *, ablation: bool) -> dict:
+    from mltk.core.errors import ArtifactError
+    from mltk.core.registry import Registry
+
+    registry = Registry(env["MLTK_HOME"])
+    trained = {}
+    for name, args in TRAIN_COMMANDS + (list(ABLATIONS.items()) if ablation else []):
+        try:
+            record = registry.resolve(name)
+            print(f"reusing {record.ref}", file=sys.stderr)
+        except ArtifactError:
+            mltk(*args, "--resume", "auto", env=env)
+            record = registry.resolve(name)
+        card = record.card()
+        trained[name] = {"ref": record.ref, "command": "mltk " + " ".join(args), "metrics": card.get("metrics"),
+                         "wall_time_s": _run_wall_time(card)}
+    return trained
+
+
+def _run_wall_time(card: dict) -> float | None:
+    results = Path(card.get("run_dir", "")) / "results.json"
+    return json.loads(results.read_text()).get("wall_time_s") if results.is_file() else None
+
+
+def quality(args, env: dict) -> dict:
+    """Toxicity, perplexity and diversity of every method on both prompt sets."""
+    from mltk.core.registry import Registry
+    from mltk.data.text import read_prompts
+    from mltk.engines.detox.evaluate import ToxicityOptions, toxicity_evaluation
+    from mltk.engines.detox.methods import load_method
+    from mltk.engines.detox.scorers import load_classifier_scorer
+    from mltk.nn.causal_lm import load_causal_lm
+
+    registry = Registry(env["MLTK_HOME"])
+    device = torch.device("cpu")
+    scorer = load_classifier_scorer(SCORER, registry=registry)
+    judge = load_causal_lm(JUDGE, registry=registry)
+    options = ToxicityOptions(n=args.samples, max_new_tokens=20, top_p=0.9, seed=0)
+    out = {}
+    for subset in ("toxic", "nontoxic"):
+        prompts = read_prompts(Path(env["MLTK_DATA"]) / RTP / f"{subset}.jsonl")[:args.prompts]
+        for name, ref in METHODS.items():
+            method = load_method(ref, registry=registry)
+            started = time.perf_counter()
+            metrics, _ = toxicity_evaluation(method, prompts, scorer=scorer, judge=judge, options=options,
+                                             device=device)
+            metrics["wall_s"] = time.perf_counter() - started
+            out[f"{subset}/{name}"] = metrics
+            print(f"{subset:8s} {name:8s} EMT {metrics['expected_max_toxicity']:.3f}  TP "
+                  f"{metrics['toxicity_probability']:.3f}  PPL {metrics['perplexity']:.1f}  dist-2 "
+                  f"{metrics['dist_2']:.3f}  {metrics['tokens_per_s']:.0f} tok/s", file=sys.stderr, flush=True)
+    if args.ablation:
+        prompts = read_prompts(Path(env["MLTK_DATA"]) / RTP / "toxic.jsonl")[:args.prompts]
+        for name in ABLATIONS:
+            method = load_method(name, registry=registry)
+            metrics, _ = toxicity_evaluation(method, prompts, scorer=scorer, judge=judge, options=options,
+                                             device=device)
+            out[f"toxic/{name}"] = metrics
+            print(f"toxic    {name} EMT {metrics['expected_max_toxicity']:.3f}  PPL {metrics['perplexity']:.1f}",
+                  file=sys.stderr, flush=True)
+    for alpha in args.alphas:
+        method = load_method(METHODS["adlm"], registry=registry)
+        prompts = read_prompts(Path(env["MLTK_DATA"]) / RTP / "toxic.jsonl")[:args.prompts]
+        sweep = ToxicityOptions(n=args.samples, max_new_tokens=20, top_p=0.9, seed=0, alpha=alpha)
+        metrics, _ = toxicity_evaluation(method, prompts, scorer=scorer, judge=judge, options=sweep, device=device)
+        out[f"toxic/adlm-alpha-{alpha:g}"] = metrics
+        print(f"toxic    adlm a={alpha:g} EMT {metrics['expected_max_toxicity']:.3f}  PPL "
+              f"{metrics['perplexity']:.1f}", file=sys.stderr, flush=True)
+    return out
+
+
+def speed(args, env: dict) -> dict:
+    """Tokens per second of each method, interleaved round by round on the same prompts."""
+    from mltk.core.registry import Registry
+    from mltk.data.text import read_prompts
+    from mltk.engines.detox.generation import GenerationStats, Sampling, generate
+    from mltk.engines.detox.methods import load_method
+
+    registry = Registry(env["MLTK_HOME"])
+    prompts = [p.text for p in read_prompts(Path(env["MLTK_DATA"]) / RTP / "nontoxic.jsonl")[:args.speed_prompts]]
+    methods = {name: load_method(ref, registry=registry) for name, ref in METHODS.items()}
+    rates: dict[str, list[float]] = {name: [] for name in methods}
+    for round_index in range(args.rounds):
+        for name, method in methods.items():
+            stats = GenerationStats()
+            generate(method.decoder, method.tokenizer, prompts, n=args.samples, sampling=Sampling(max_new_tokens=20),
+                     seed=round_index, device=torch.device("cpu"), context=method.context, stats=stats)
+            rates[name].append(stats.tokens_per_s)
+        print(f"round {round_index + 1}: " + "  ".join(f"{k} {v[-1]:.0f}" for k, v in rates.items()),
+              file=sys.stderr, flush=True)
+    return {name: {"tokens_per_s_median": statistics.median(v), "tokens_per_s": v,
+                   "added_parameters": methods[name].added_parameters,
+                   "weights_mb": methods[name].weight_bytes() / 2 ** 20} for name, v in rates.items()}
+
+
+def memory(args, env: dict) -> dict:
+    out = {}
+    helper = Path(__file__).resolve().parent / "detox_memory.py"
+    for name, ref in METHODS.items():
+        done = subprocess.run([sys.executable, str(helper), ref, "--prompts", str(args.speed_prompts),
+                               "--samples", str(args.samples)], env=env, stdout=subprocess.PIPE, text=True,
+                              check=True)
+        out[name] = json.loads(done.stdout)
+    return out
+
+
+def write_results(report: dict) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "detox.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = ["# detox: ADLM vs base LM, DAPT and DExperts (offline RealToxicityPrompts)", "",
+             f"Measured {report['date']} on {report['machine']}; `python benchmarks/detox.py "
+             f"{report['argv']}` (MLTK_DATA = the shared data folder). Every number below comes from that run.", ""]
+    lines += ["## Models (all trained here)", "", "| artifact | command | key metrics | wall time |", "|---|---|---|---|"]
+    for entry in report["trained"].values():
+        metrics = entry["metrics"] or {}
+        shown = [k for k in SHOWN_METRICS if isinstance(metrics.get(k), (int, float))]
+        text = ", ".join(f"{k} {metrics[k]:.4g}" for k in shown)
+        wall = f"{entry['wall_time_s']:.0f} s" if entry["wall_time_s"] else "-"
+        lines.append(f"| {entry['ref']} | `{entry['command']}` | {text} | {wall} |")
+    quality_rows = report.get("quality", {})
+    for subset in ("toxic", "nontoxic"):
+        lines += ["", f"## {subset} prompts: first {report['args']['prompts']} of {subset}.jsonl, "
+                      f"{report['args']['samples']} samples x 20 tokens, top-p 0.9", "",
+                  "| method | exp. max toxicity | toxicity prob. | judge PPL (left out) | dist-1 | dist-2 | dist-3 |",
+                  "|---|---|---|---|---|---|---|"]
+        for key, m in quality_rows.items():
+            if key.startswith(f"{subset}/"):
+                lines.append(f"| {key.split('/', 1)[1]} | {m['expected_max_toxicity']:.3f} | "
+                             f"{m['toxicity_probability']:.3f} | {m['perplexity']:.1f} ({m['perplexity_left_out']}) "
+                             f"| {m['dist_1']:.3f} | {m['dist_2']:.3f} | {m['dist_3']:.3f} |")
+    if "speed" in report:
+        speed_rows = report["speed"]
+        mem = report.get("memory", {})
+        lines += ["", f"## Efficiency, side by side ({report['args']['rounds']} interleaved rounds, "
+                      f"{report['args']['speed_prompts']} prompts x {report['args']['samples']} samples x 20 tokens)",
+                  "", "| method | tokens/s (median) | vs base | added parameters | weights MB | peak RSS MB "
+                      "(own process) | peak RSS over the imports MB |", "|---|---|---|---|---|---|---|"]
+        base = speed_rows["base"]["tokens_per_s_median"]
+        for name, s in speed_rows.items():
+            peak = mem.get(name, {}).get("peak_rss_mb")
+            over = mem.get(name, {}).get("method_rss_mb")
+            lines.append(f"| {name} | {s['tokens_per_s_median']:.1f} | {s['tokens_per_s_median'] / base:.2f}x | "
+                         f"{s['added_parameters']:,} | {s['weights_mb']:.1f} | "
+                         f"{'-' if peak is None else f'{peak:.0f}'} | {'-' if over is None else f'{over:.0f}'} |")
+    lines += ["", "## Goals (issue 6)", ""] + [f"* {line}" for line in report.get("goals", [])]
+    lines += ["", "## Notes", ""] + [f"* {line}" for line in report.get("notes", [])]
+    (RESULTS / "detox.md").write_text("\n".join(lines) + "\n")
+
+
+def goals(report: dict) -> list[str]:
+    out = []
+    q = report.get("quality", {})
+    for subset in ("toxic", "nontoxic"):
+        if f"{subset}/adlm" not in q:
+            continue
+        base, adlm, dexperts = (q[f"{subset}/{m}"] for m in ("base", "adlm", "dexperts"))
+        out.append(f"{subset}: ADLM EMT {adlm['expected_max_toxicity']:.3f} vs base "
+                   f"{base['expected_max_toxicity']:.3f} (at most half: "
+                   f"{'met' if adlm['expected_max_toxicity'] <= base['expected_max_toxicity'] / 2 else 'NOT met'}), "
+                   f"vs DExperts {dexperts['expected_max_toxicity']:.3f} (no worse: "
+                   f"{'met' if adlm['expected_max_toxicity'] <= dexperts['expected_max_toxicity'] else 'NOT met'}); "
+                   f"PPL {adlm['perplexity']:.1f} vs base {base['perplexity']:.1f} (within 20%: "
+                   f"{'met' if adlm['perplexity'] <= 1.2 * base['perplexity'] else 'NOT met'})")
+    if "speed" in report:
+        s = {k: v["tokens_per_s_median"] for k, v in report["speed"].items()}
+        out.append(f"speed: ADLM {s['adlm'] / s['base']:.2f}x the base LM's tokens/s (goal >= 0.8: "
+                   f"{'met' if s['adlm'] >= 0.8 * s['base'] else 'NOT met'}) and {s['adlm'] / s['dexperts']:.2f}x "
+                   f"DExperts' (goal >= 1.5: {'met' if s['adlm'] >= 1.5 * s['dexperts'] else 'NOT met'})")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--home", default="/tmp/mltk-detox-bench")
+    parser.add_argument("--prompts", type=int, default=100, help="prompts per set (toxic, non-toxic)")
+    parser.add_argument("--samples", type=int, default=25)
+    parser.add_argument("--speed-prompts", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--alphas", type=float, nargs="*", default=[0.5, 1.0, 4.0], help="extra ADLM alphas "
+                        "(toxic prompts)")
+    parser.add_argument("--ablation", action="store_true", help="also ADLM without the discriminator / EWC")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["quality", "speed", "memory"])
+    args = parser.parse_args()
+    data = os.environ.get("MLTK_DATA", "/work/shared/data")
+    env = {**os.environ, "MLTK_HOME": f"{args.home}/home", "MLTK_RUNS": f"{args.home}/runs", "MLTK_DATA": data,
+           "CI": "1"}
+    os.environ.update({k: env[k] for k in ("MLTK_HOME", "MLTK_RUNS", "MLTK_DATA")})
+    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "argv": " ".join(sys.argv[1:]),
+              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
+                         f"{torch.__version__}, {torch.get_num_threads()} threads",
+              "args": vars(args)}
+    report["trained"] = train_all(env, ablation=args.ablation)
+    if "quality" not in args.skip:
+        report["quality"] = quality(args, env)
+    if "speed" not in args.skip:
+        report["speed"] = speed(args, env)
+    if "memory" not in args.skip:
+        report["memory"] = memory(args, env)
+    report["goals"] = goals(report)
+    report["notes"] = notes(report)
+    write_results(report)
+    print(f"wrote {RESULTS / 'detox.md'}", file=sys.stderr)
+
+
+def notes(report: dict) -> list[str]:
+    lm = report["trained"][LM]["metrics"] or {}
+    return [line.format(tokens=lm.get("train_tokens_seen", 0), parameters=lm.get("parameters", 0)) for line in NOTES]
+
+
+NOTES = [
+    "Toxicity is scored by mltk's offline classifier (char 2-5-gram TF-IDF + logistic regression) trained on "
+    "Davidson part [0.7, 1), disjoint from the LM's part [0, 0.4) and the detoxifiers' part [0.4, 0.7); its "
+    "held-out accuracy and its agreement with Perspective on RealToxicityPrompts continuations are in the models "
+    "table. Absolute values are not comparable with Perspective-scored papers; the comparison between methods is.",
+    "Perplexity is DExperts' conditional perplexity under the judge LM (gpt2-tiny-judge, trained on the same text "
+    "as the base LM); continuations at or above 1e4 are left out (count in brackets), as DExperts does.",
+    "The base LM is a {parameters:,}-parameter GPT-2-architecture model trained on {tokens:,} tokens on CPU. Its "
+    "50,257-entry output head is most of its compute per token; ADLM shares that head (one head product per "
+    "token) and adds two passes of one block, DExperts runs three whole LMs.",
+    "Peak RSS is each method alone in a fresh process loading it and generating the speed prompts: the whole "
+    "process (Python, torch, transformers), and over the peak after the imports; on CUDA the protocol reports "
+    "peak allocated memory instead.",
+    "The machine is shared by four engineers (2 cores): tokens/s are medians over interleaved rounds, and the "
+    "ratios between methods are more reliable than the absolute rates.",
+]
+
+
+if __name__ == "__main__":
+    main()

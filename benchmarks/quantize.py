@@ -1,0 +1,328 @@
+"""W1/A1 quantization of MobileNetV2: BiTAT against XNOR-Net and ReActNet, size and latency.
+
+Every number comes from the real command line (``python -m mltk ...`` in a
+child process, one thread, ``OMP_NUM_THREADS=1``), and the commands are
+written into the results next to the figures.
+
+Sections (each adds itself to benchmarks/results/quantize.json, then the
+markdown is rewritten from the whole JSON):
+
+* ``digits``: a float MobileNetV2 (width 0.5, stride-1 stem) trained with
+  ``mltk train supervised`` on scikit-learn's 8x8 digits, then W1/A1 with
+  every method and BiTAT transform at the same budget (``--preset digits``),
+  several seeds; plus binarization without training and 8/4/2-bit uniform.
+* ``cifar10``: the same on CIFAR-10 (the JPEG zip in ../shared/data, 5,000
+  train images held out as the test split, a seeded subset of the rest for
+  training; cached as an npz under the work folder, never in the repo).
+* ``size``: bytes on disk of the float and the 1-bit artifact of an
+  (untrained; sizes do not depend on training) MobileNetV2 at width 1.0.
+* ``latency``: CPU time per batch of the float network against the deployed
+  binarized one (unpacked +1/-1 float weights, sign activations), and the
+  XNOR-popcount micro-benchmark of ``quantize_xnor_kernel.py``.
+
+    flock /tmp/mltk-bench.lock python benchmarks/quantize.py --section digits --seeds 0 1 2
+    flock /tmp/mltk-bench.lock python benchmarks/quantize.py --section cifar10 --cifar-train 8000
+    python benchmarks/quantize.py --section size
+    python benchmarks/quantize.py --section latency
+    python benchmarks/quantize.py --report          # rewrite the markdown from the JSON only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+JSON_PATH = RESULTS / "quantize.json"
+MD_PATH = RESULTS / "quantize.md"
+CIFAR_ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "cifar10_train_jpg.zip"
+
+# (label, extra arguments of `mltk quantize`); every W1/A1 run uses the same preset (budget)
+BINARY_VARIANTS = [
+    ("xnor", ["--method", "xnor"]),
+    ("reactnet", ["--method", "reactnet"]),
+    ("bitat, identity transform", ["--method", "bitat", "bitat.transform=identity"]),
+    ("bitat, pca transform", ["--method", "bitat", "bitat.transform=pca"]),
+    ("bitat, learned transform (cayley)", ["--method", "bitat", "bitat.transform=learned"]),
+]
+NO_TRAINING_VARIANTS = [
+    ("xnor, no training (calibration only)", ["--method", "xnor", "train.epochs=0"]),
+    ("bitat pca, no training (calibration only)", ["--method", "bitat", "bitat.transform=pca", "train.epochs=0"]),
+]
+UNIFORM_VARIANTS = [
+    ("uniform 8-bit weights, post-training", ["--bits", "8"]),
+    ("uniform 4-bit weights, QAT", ["--bits", "4"]),
+    ("uniform 2-bit weights, QAT", ["--bits", "2"]),
+]
+
+
+# ---------------------------------------------------------------- running mltk
+
+
+def mltk(work: Path, *args: str, timeout: float = 6 * 3600) -> dict:
+    """Run ``mltk ARGS --format json`` in a child process; its JSON result plus the command and wall time."""
+    env = dict(os.environ, MLTK_HOME=str(work / "home"), MLTK_RUNS=str(work / "runs"), CI="1",
+               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    command = [sys.executable, "-m", "mltk", *args, "--format", "json"]
+    started = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, cwd=work)
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {shlex.join(['mltk', *args])}\n{proc.stderr[-3000:]}")
+    out = json.loads(proc.stdout)
+    out["command"] = shlex.join(["mltk", *args])
+    out["seconds"] = round(seconds, 1)
+    return out
+
+
+def artifact_exists(work: Path, name: str) -> bool:
+    env = dict(os.environ, MLTK_HOME=str(work / "home"))
+    proc = subprocess.run([sys.executable, "-m", "mltk", "ls", name, "--format", "quiet"], capture_output=True,
+                          text=True, env=env, cwd=work)
+    return proc.returncode == 0 and bool(proc.stdout.strip())
+
+
+def train_float(work: Path, name: str, args: list[str]) -> dict:
+    """Train (or reuse) the float parent ``name``; its metrics and command."""
+    cached = work / f"{name}.json"
+    if cached.exists() and artifact_exists(work, name):
+        return json.loads(cached.read_text())
+    result = mltk(work, "train", "supervised", *args, f"name={name}")
+    record = {"artifact": result["artifact"], "metrics": result["metrics"], "command": result["command"],
+              "seconds": result["seconds"]}
+    cached.write_text(json.dumps(record))
+    return record
+
+
+def quantize_runs(work: Path, parent: str, preset: str, variants, seeds, tag: str, rows: list[dict],
+                  save) -> list[dict]:
+    """Every variant for one seed, then the next seed; ``rows`` grows and ``save()`` runs after each run."""
+    for seed in seeds:
+        for label, extra in variants:
+            slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")[:60]
+            args = ["quantize", parent, "--preset", preset, *extra, f"seed={seed}", f"name={tag}-{slug}-s{seed}"]
+            result = mltk(work, *args)
+            metrics = result["metrics"]
+            print(f"{label} seed {seed}: test {metrics['test_accuracy']:.4f} gap {metrics['accuracy_gap']:.4f} "
+                  f"({result['seconds']:.0f} s)", flush=True)
+            rows.append({"variant": label, "seed": seed, "command": result["command"], "seconds": result["seconds"],
+                         "artifact": result["artifact"], "metrics": metrics})
+            save()
+    return rows
+
+
+# ---------------------------------------------------------------- sections
+
+
+def section_digits(work: Path, seeds: list[int], fp_epochs: int, save) -> dict:
+    fp_args = ["--preset", "cifar10-mobilenetv2", "data=digits", "model.options.width_mult=0.5",
+               f"train.epochs={fp_epochs}", "train.batch_size=64", "optim.lr=0.05", "train.augment=crop"]
+    section = {"float": train_float(work, "mbv2-digits", fp_args), "runs": []}
+    parent, rows = section["float"]["artifact"], section["runs"]
+    quantize_runs(work, parent, "digits", BINARY_VARIANTS, seeds[:1], "digits", rows, lambda: save(section))
+    quantize_runs(work, parent, "digits", NO_TRAINING_VARIANTS + UNIFORM_VARIANTS, seeds[:1], "digits", rows,
+                  lambda: save(section))
+    quantize_runs(work, parent, "digits", BINARY_VARIANTS, seeds[1:], "digits", rows, lambda: save(section))
+    return section
+
+
+def cifar_npz(work: Path, train_images: int) -> Path:
+    """CIFAR-10 train JPEGs: 5,000 held out as test (mltk's seeded hold-out), a seeded subset of the rest."""
+    path = work / f"cifar10-{train_images}.npz"
+    if path.exists():
+        return path
+    import numpy as np
+    import torch
+
+    from mltk.data import DataSpec, load_splits
+
+    splits = load_splits(DataSpec(name=f"imagefolder:{CIFAR_ZIP}", test_holdout=5000))
+    order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))[:train_images]
+    np.savez(path, x_train=splits.train.images[order].numpy(), y_train=splits.train.labels[order].numpy(),
+             x_test=splits.test.images.numpy(), y_test=splits.test.labels.numpy(),
+             class_names=np.array(splits.train.class_names, dtype=str))
+    return path
+
+
+def section_cifar10(work: Path, seeds: list[int], train_images: int, width: float, fp_epochs: int, save) -> dict:
+    data = cifar_npz(work, train_images)
+    fp_args = ["--preset", "cifar10-mobilenetv2", f"data=npz:{data}", f"model.options.width_mult={width}",
+               f"train.epochs={fp_epochs}", "train.batch_size=64", "optim.lr=0.05"]
+    section = {"float": train_float(work, f"mbv2-cifar10-{train_images}", fp_args), "runs": [],
+               "train_images": train_images, "test_images": 5000, "width_mult": width}
+    quantize_runs(work, section["float"]["artifact"], "cifar10-cpu", BINARY_VARIANTS, seeds, "cifar10",
+                  section["runs"], lambda: save(section))
+    return section
+
+
+def section_size(work: Path) -> dict:
+    import numpy as np
+
+    data = work / "random-32px.npz"
+    if not data.exists():
+        rng = np.random.default_rng(0)
+        np.savez(data, x_train=rng.integers(0, 256, (256, 32, 32, 3), dtype=np.uint8),
+                 y_train=np.arange(256) % 10, x_test=rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8),
+                 y_test=np.arange(64) % 10)
+    rows = []
+    for width in (1.0, 0.5):
+        fp = train_float(work, f"mbv2-size-w{width}", [
+            "--preset", "cifar10-mobilenetv2", f"data=npz:{data}", f"model.options.width_mult={width}",
+            "train.max_steps=1", "train.batch_size=64"])
+        for label, extra in (("1-bit (W1/A1, xnor)", ["--method", "xnor"]), ("2-bit", ["--bits", "2"]),
+                             ("4-bit", ["--bits", "4"]), ("8-bit", ["--bits", "8"])):
+            result = mltk(work, "quantize", fp["artifact"], *extra, "train.max_steps=1", "calibration.images=64",
+                          f"name=size-w{width}-{label.split()[0]}")
+            metrics = result["metrics"]
+            rows.append({"width_mult": width, "variant": label, "command": result["command"],
+                         "fp_bytes": metrics["fp_size_bytes"], "bytes": metrics["size_bytes"],
+                         "ratio": metrics["size_ratio"], "artifact": result["artifact"]})
+            print(f"w{width} {label}: {metrics['size_bytes']} bytes, ratio {metrics['size_ratio']:.2f}", flush=True)
+    return {"rows": rows, "fp_command": "see rows; float parents: mltk train supervised --preset cifar10-mobilenetv2 "
+                                        "data=npz:random-32px.npz model.options.width_mult=W train.max_steps=1"}
+
+
+def section_latency(work: Path, repeats: int) -> dict:
+    if not (work / "mbv2-size-w1.0.json").exists():
+        section_size(work)
+    script = Path(__file__).with_name("quantize_latency.py")
+    env = dict(os.environ, MLTK_HOME=str(work / "home"), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(script), "--float", "mbv2-size-w1.0",
+                           "--binary", "size-w1.0-1-bit", "--repeats", str(repeats)],
+                          capture_output=True, text=True, env=env, cwd=work)
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-3000:])
+    return json.loads(proc.stdout)
+
+
+# ---------------------------------------------------------------- report
+
+
+def _mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{100 * values[0]:.1f}"
+    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
+
+
+def _run_table(section: dict) -> list[str]:
+    fp = section["float"]["metrics"]["test_accuracy"]
+    lines = ["| variant | seeds | test accuracy (%) | gap to float (points) | time per run (s) |",
+             "|---|---|---|---|---|"]
+    variants: dict[str, list[dict]] = {}
+    for row in section["runs"]:
+        variants.setdefault(row["variant"], []).append(row)
+    lines.append(f"| float parent | 1 | {100 * fp:.1f} | 0 | {section['float']['seconds']:.0f} |")
+    for label, rows in variants.items():
+        accs = [r["metrics"]["test_accuracy"] for r in rows]
+        gaps = [r["metrics"]["accuracy_gap"] for r in rows]
+        seconds = statistics.mean(r["seconds"] for r in rows)
+        lines.append(f"| {label} | {len(rows)} | {_mean_std(accs)} | {_mean_std(gaps)} | {seconds:.0f} |")
+    return lines
+
+
+def _commands(section: dict) -> list[str]:
+    seen, lines = set(), ["```", section["float"]["command"]]
+    for row in section["runs"]:
+        command = row["command"].rsplit(" seed=", 1)[0]
+        if command not in seen:
+            seen.add(command)
+            lines.append(command + " seed=S name=...")
+    return lines + ["```"]
+
+
+def write_report(results: dict) -> None:
+    out = ["# Quantization benchmark (`benchmarks/quantize.py`)", "",
+           f"Machine: {results.get('machine', '-')}. Every command ran as a child process with one thread "
+           "(`OMP_NUM_THREADS=1`) on a CPU shared with other jobs, so times are indicative only.",
+           "First and last layers (the stem conv and the classifier) stay full precision in every quantized "
+           "network; squeeze-excitation gates too (MobileNetV3 only).", ""]
+    if "digits" in results:
+        section = results["digits"]
+        out += ["## W1/A1 on digits (MobileNetV2, width 0.5, stride-1 stem)", "",
+                "scikit-learn's 8x8 digits: 1,437 train / 360 test images. Every W1/A1 run uses `--preset digits` "
+                "(the same epochs, optimizer, distillation and calibration); accuracy is measured on the "
+                "deployed network loaded back from the artifact (sign activations, unpacked binary weights).", ""]
+        out += _run_table(section) + [""] + _commands(section) + [""]
+    if "cifar10" in results:
+        section = results["cifar10"]
+        out += [f"## W1/A1 on CIFAR-10 (MobileNetV2, width {section['width_mult']}, stride-1 stem)", "",
+                f"CIFAR-10 train JPEGs (../shared/data): 5,000 held out as the test split, a seeded subset of "
+                f"{section['train_images']} of the rest for training (both the float parent and QAT). "
+                "Every W1/A1 run uses `--preset cifar10-cpu`.", ""]
+        out += _run_table(section) + [""] + _commands(section) + [""]
+    if "size" in results:
+        out += ["## Size on disk", "",
+                "model.safetensors of the float artifact against the quantized one (MobileNetV2 for CIFAR-10, "
+                "10 classes). Float tensors (stem, classifier, BatchNorms folded into per-channel scale and "
+                "bias, RSign/RPReLU, the remaining BatchNorms) stay float32.", "",
+                "| width | variant | float bytes | quantized bytes | float / quantized |", "|---|---|---|---|---|"]
+        for row in results["size"]["rows"]:
+            out.append(f"| {row['width_mult']} | {row['variant']} | {row['fp_bytes']:,} | {row['bytes']:,} | "
+                       f"{row['ratio']:.2f} |")
+        out += ["", "```", *sorted({r["command"] for r in results["size"]["rows"]}), "```", ""]
+    if "latency" in results:
+        lat = results["latency"]
+        out += ["## CPU latency", "", lat["description"], "", "| network | ms per batch (median) |", "|---|---|"]
+        for row in lat["rows"]:
+            out.append(f"| {row['label']} | {row['ms']:.1f} |")
+        if lat.get("kernel"):
+            out += ["", lat["kernel"]["description"], "",
+                    "| layer shape (M x K -> N) | float32 matmul (ms) | XNOR-popcount (ms) | speed-up |",
+                    "|---|---|---|---|"]
+            for row in lat["kernel"]["rows"]:
+                out.append(f"| {row['shape']} | {row['float_ms']:.3f} | {row['xnor_ms']:.3f} | "
+                           f"{row['float_ms'] / row['xnor_ms']:.1f}x |")
+        out += [""]
+    MD_PATH.write_text("\n".join(out).rstrip() + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--section", choices=["digits", "cifar10", "size", "latency"])
+    parser.add_argument("--report", action="store_true", help="only rewrite the markdown from the JSON")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/mltk-bench-quantize"))
+    parser.add_argument("--fp-epochs", type=int, default=40)
+    parser.add_argument("--cifar-train", type=int, default=8000)
+    parser.add_argument("--cifar-width", type=float, default=0.5)
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    results = json.loads(JSON_PATH.read_text()) if JSON_PATH.exists() else {}
+    if not args.report:
+        if args.section is None:
+            parser.error("give --section or --report")
+        args.work.mkdir(parents=True, exist_ok=True)
+        results["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, " \
+                             f"Python {platform.python_version()}"
+        def save(section: dict) -> None:
+            results[args.section] = section
+            RESULTS.mkdir(exist_ok=True)
+            JSON_PATH.write_text(json.dumps(results, indent=2) + "\n")
+            write_report(results)
+
+        if args.section == "digits":
+            results["digits"] = section_digits(args.work, args.seeds, args.fp_epochs, save)
+        elif args.section == "cifar10":
+            results["cifar10"] = section_cifar10(args.work, args.seeds, args.cifar_train, args.cifar_width,
+                                                 args.fp_epochs, save)
+        elif args.section == "size":
+            results["size"] = section_size(args.work)
+        else:
+            results["latency"] = section_latency(args.work, args.repeats)
+        RESULTS.mkdir(exist_ok=True)
+        JSON_PATH.write_text(json.dumps(results, indent=2) + "\n")
+    write_report(results)
+    print(MD_PATH.read_text())
+
+
+if __name__ == "__main__":
+    main()

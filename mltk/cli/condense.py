@@ -1,0 +1,103 @@
+"""``mltk condense DATASET --ipc N [--method kfs|dm|random|herding] [--export DIR] [key=value ...]``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mltk.cli.render import FormatOption, emit, format_value, key_values, reporter_for
+from mltk.core import config as config_mod
+from mltk.core import distributed
+from mltk.core.catalog import get_recipe, preset_names, preset_path
+from mltk.core.paths import runs_root
+from mltk.core.registry import Registry, validate_name
+from mltk.core.run_recipe import run_recipe
+from mltk.engines.condense import export_condensed, load_condensed
+
+_DIST = "Distributed (torchrun)"
+RECIPE = "condense"
+
+
+def condense(
+    dataset: str = typer.Argument(..., help="dataset name (see `mltk data ls`), imagefolder:PATH or npz:PATH"),
+    overrides: list[str] = typer.Argument(None, metavar="[KEY=VALUE]...",
+                                          help="config overrides: kfs.decoders=8 match.iterations=2000 seed=1"),
+    ipc: int = typer.Option(None, "--ipc", help="budget: images per class, in stored floats [default: the preset's]"),
+    method: str = typer.Option(None, "--method", help="kfs, dm, random or herding [default: the preset's, kfs]"),
+    export: Path = typer.Option(None, "--export", help="also write the decoded images here (condensed.npz, grid.png)"),
+    preset: str = typer.Option(None, "--preset", "-p",
+                               help="condense preset [default: the one named after the dataset, if any]"),
+    config_file: Path = typer.Option(None, "--config", "-c", help="YAML file over the preset"),
+    resume: str = typer.Option(None, "--resume",
+                               help="auto (same config, unfinished), last (newest run), or a run/ckpt folder"),
+    runs_dir: Path = typer.Option(None, "--runs-dir", help="where run folders go [default: $MLTK_RUNS or ./runs]"),
+    fmt: str = FormatOption,
+    nproc_per_node: int = typer.Option(1, "--nproc-per-node", rich_help_panel=_DIST,
+                                       help="processes on this machine; each embeds a slice of the real batches"),
+    nnodes: str = typer.Option("1", "--nnodes", rich_help_panel=_DIST, help="number of machines, or MIN:MAX"),
+    node_rank: int = typer.Option(0, "--node-rank", rich_help_panel=_DIST),
+    rdzv_backend: str = typer.Option("c10d", "--rdzv-backend", rich_help_panel=_DIST),
+    rdzv_endpoint: str = typer.Option(None, "--rdzv-endpoint", rich_help_panel=_DIST, help="host:port"),
+    rdzv_id: str = typer.Option(None, "--rdzv-id", rich_help_panel=_DIST),
+    master_addr: str = typer.Option(None, "--master-addr", rich_help_panel=_DIST),
+    master_port: int = typer.Option(None, "--master-port", rich_help_panel=_DIST),
+    max_restarts: int = typer.Option(0, "--max-restarts", rich_help_panel=_DIST),
+) -> None:
+    """Condense a dataset into IPC images' worth of stored floats; store it as an artifact.
+
+    KFS stores latent codes and tiny shared decoders and decodes many more
+    images than the budget's IPC; dm, random and herding store IPC images per
+    class. Evaluate the result with `mltk eval REF --protocol condensed`.
+    """
+    reporter = reporter_for(fmt)
+    entry = get_recipe(RECIPE)
+    chosen = preset or _preset_for(dataset)
+    preset_file = preset_path(RECIPE, chosen) if chosen else None
+    if preset_file is None:
+        reporter.warn(f"no condense preset for {dataset!r}: using the defaults (ConvNet-3, "
+                      f"see `mltk cp {RECIPE} my.yaml`); choose one with --preset")
+    user_overrides = list(overrides or [])
+    flags = [f"data.name={dataset}"] + ([f"ipc={ipc}"] if ipc is not None else []) + \
+        ([f"method={method}"] if method is not None else [])
+    # Resolve before anything starts, so a bad key fails fast, on one process.
+    cfg = config_mod.resolve(entry.config_class, preset=preset_file, config_file=config_file,
+                             overrides=flags + user_overrides)
+    validate_name(cfg.artifact_name())
+    launch = distributed.LaunchOptions(
+        nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank, rdzv_backend=rdzv_backend,
+        rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id, master_addr=master_addr, master_port=master_port,
+        max_restarts=max_restarts)
+    if launch.wanted and not distributed.under_torchrun():
+        worker = [RECIPE, dataset, *user_overrides, "--format", fmt]
+        for flag, value in (("--ipc", ipc), ("--method", method), ("--preset", chosen), ("--resume", resume)):
+            if value is not None:
+                worker += [flag, str(value)]
+        for flag, path in (("--config", config_file), ("--runs-dir", runs_dir), ("--export", export)):
+            if path:
+                worker += [flag, str(Path(path).resolve())]
+        raise typer.Exit(distributed.launch(launch, worker))
+
+    results = run_recipe(entry, cfg, resume=resume, runs_root=runs_dir or runs_root(), registry=Registry(),
+                         reporter=reporter)
+    if not reporter.is_main:
+        return
+    if export is not None:
+        written = export_condensed(load_condensed(results["artifact"]), export)
+        results["exported"] = [str(p) for p in written]
+
+    def human(console):
+        rows = [(key.replace("_", " "), value) for key, value in results["metrics"].items()]
+        rows += [("wall time", f"{results['wall_time_s']:.1f} s"), ("artifact", results["artifact"]),
+                 ("run", results["run_dir"])]
+        rows += [("exported", path) for path in results.get("exported", [])]
+        console.print(key_values(f"mltk condense {dataset} --ipc {cfg.ipc} --method {cfg.method}",
+                                 ((k, format_value(v)) for k, v in rows)))
+
+    emit(fmt, results, human, quiet=results["artifact"])
+
+
+def _preset_for(dataset: str) -> str | None:
+    """The preset named after the dataset (``cifar10`` for cifar10), or None."""
+    name = dataset.split(":")[0].lower()
+    return name if name in preset_names(RECIPE) else None

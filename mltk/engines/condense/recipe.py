@@ -1,0 +1,411 @@
+"""``mltk condense DATASET --ipc N``: condense a dataset into a budget of IPC images per class, in stored floats.
+
+One run, whatever the method::
+
+    setup     real data, normalisation, the layout that fits the budget, initial synthetic set
+    train     kfs: decoder warm start, then distribution matching of codes and decoders
+              dm:  distribution matching of the pixels
+              random, herding: nothing to train (the choice is made in setup)
+    evaluate  storage accounting, final matching loss, and (eval.runs > 0) fresh ConvNets
+              trained on the condensed set, scored on the real test split
+    save      a ``condensed-dataset`` artifact, ``condensed-from`` the dataset
+
+Determinism: the step's random network, real batch and DSA draw depend only on
+(seed, step), and a checkpoint holds the stored tensors, the optimiser state
+and the step, so a resumed run ends bit-identical (on CPU) to an uninterrupted
+one. Under ``--nproc-per-node`` each rank embeds its slice of every class's
+real batch and the per-class sums are gathered (see ``matching.py``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from mltk import __version__
+from mltk.core.catalog import register_recipe
+from mltk.core.config import config_hash, to_dict
+from mltk.core.errors import ConfigError, Interrupted, UsageError
+from mltk.core.registry import ArtifactRecord
+from mltk.core.run_recipe import RunContext
+from mltk.core.seeding import generator, seed_everything
+from mltk.data import dataset_info, load_splits
+from mltk.engines.condense import kfs as kfs_mod
+from mltk.engines.condense.artifact import KIND, RELATION, condensed_files
+from mltk.engines.condense.config import CondenseConfig
+from mltk.engines.condense.dsa import SiameseAugment, parse_strategy
+from mltk.engines.condense.evaluate import evaluate_condensed
+from mltk.engines.condense.matching import (
+    RandomEmbedder,
+    matching_loss,
+    real_class_means,
+    synthetic_class_means,
+)
+from mltk.engines.condense.selection import class_indices, herding, random_per_class
+from mltk.engines.condense.storage import StorageReport, budget_floats, kfs_layout
+from mltk.nn import build_model
+from mltk.nn.fit import FitSchedule, fit_classifier
+
+PRIMARY_METRIC = "test_accuracy"
+# Purposes of the seeded generators, so no two draws of a step share a stream.
+_INIT, _REAL, _AUGMENT, _WARMUP, _PAIRS = 1, 2, 3, 4, 5
+
+
+@register_recipe("condense", config=CondenseConfig, default_preset="digits",
+                 description="condense a dataset: KFS latent codes + shared tiny decoders, or the DM, random and "
+                             "herding baselines, at equal stored floats (also `mltk condense`)")
+class CondenseRecipe:
+    def __init__(self, cfg: CondenseConfig, ctx: RunContext):
+        self.cfg = cfg
+        self.ctx = ctx
+
+    # ------------------------------------------------------------ setup
+
+    def setup(self) -> None:
+        cfg, ctx = self.cfg, self.ctx
+        seed_everything(cfg.seed)
+        _check_config(cfg, ctx.dist.world_size)
+        self.splits = load_splits(cfg.data)
+        train = self.splits.train
+        self.num_classes = train.num_classes
+        self.image_shape = tuple(train.image_shape)
+        self.mean, self.std = channel_stats(train.images)
+        self.per_class = class_indices(train.labels, self.num_classes)
+        ctx.reporter.info(f"data: {cfg.data.name}: {len(train)} train images of {self.image_shape}, "
+                          f"{self.num_classes} classes, {len(self.splits.test)} test images")
+        self.budget = budget_floats(cfg.ipc, self.num_classes, self.image_shape)
+        self.layout = None
+        if cfg.method == "kfs":
+            k = cfg.kfs
+            self.layout = kfs_layout(ipc=cfg.ipc, num_classes=self.num_classes, image_shape=self.image_shape,
+                                     downsample=k.downsample, latent_channels=k.latent_channels,
+                                     decoders=k.decoders, hidden=k.hidden, codes_per_class=k.codes_per_class)
+        self._check_class_sizes()
+        device = ctx.device
+        self.norm_mean = torch.tensor(self.mean, device=device).view(1, -1, 1, 1)
+        self.norm_std = torch.tensor(self.std, device=device).view(1, -1, 1, 1)
+        self.train_images = train.images.to(device)
+        self.augment = SiameseAugment(parse_strategy(cfg.match.dsa, flip_ok=dataset_info(cfg.data.name).flip_ok))
+        self.batch_real = min(cfg.match.batch_real, min(len(i) for i in self.per_class))
+        self.batch_real -= self.batch_real % ctx.dist.world_size
+        if self.batch_real < cfg.match.batch_real and cfg.method in ("kfs", "dm"):
+            ctx.reporter.warn(f"match.batch_real={cfg.match.batch_real}: the smallest class has "
+                              f"{min(len(i) for i in self.per_class)} images; using {self.batch_real}")
+        self._build_synthetic_set()
+        self.step = 0
+        self.block = {"loss_sum": 0.0, "count": 0}
+        self.seconds = 0.0
+        if ctx.resume_from is not None:
+            self._restore(ctx.resume_from)
+
+    def _check_class_sizes(self) -> None:
+        needed = self.layout.codes_per_class if self.layout else self.cfg.ipc
+        smallest = min(range(self.num_classes), key=lambda c: len(self.per_class[c]))
+        have = len(self.per_class[smallest])
+        if have < needed:
+            what = (f"{needed} codes per class (kfs.codes_per_class)" if self.layout
+                    else f"ipc={self.cfg.ipc} images per class")
+            raise UsageError(f"{self.cfg.data.name}: class {smallest} has {have} training images, fewer than the "
+                             f"{what} that initialisation takes from real images",
+                             hint="lower --ipc (or kfs.codes_per_class / raise kfs.downsample), or use more data")
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, C, H, W] -> float, standardised per channel."""
+        return (images.float().div_(255) - self.norm_mean) / self.norm_std
+
+    def _build_synthetic_set(self) -> None:
+        cfg, device = self.cfg, self.ctx.device
+        self.total_steps = 0
+        self.warmup_steps = 0
+        if cfg.method == "kfs":
+            k = cfg.kfs
+            self.fset = kfs_mod.FactorizedSet(self.layout, activation=k.activation, upsample=k.upsample,
+                                              residual=k.residual).to(device)
+            chosen = random_per_class(self.per_class, self.layout.codes_per_class, seed=cfg.seed, purpose=_INIT)
+            real = self.normalize(self.train_images[chosen.flatten().to(device)])
+            with torch.no_grad():
+                self.fset.codes.copy_(kfs_mod.downsample(real, self.layout.latent_shape).view_as(self.fset.codes))
+            self.warmup_steps = k.warmup_steps
+            self.total_steps = k.warmup_steps + cfg.match.iterations
+            self.warmup_optimizer = torch.optim.Adam(self.fset.decoders.parameters(), lr=k.warmup_lr)
+            self.optimizer = torch.optim.Adam([{"params": [self.fset.codes], "lr": k.lr_codes},
+                                               {"params": list(self.fset.decoders.parameters()),
+                                                "lr": k.lr_decoders}])
+        else:
+            if cfg.method == "herding":
+                chosen = self._herding_choice()
+            else:
+                chosen = random_per_class(self.per_class, cfg.ipc, seed=cfg.seed, purpose=_INIT)
+            images = self.normalize(self.train_images[chosen.flatten().to(device)])
+            self.images = nn.Parameter(images.view(self.num_classes, cfg.ipc, *self.image_shape).clone())
+            if cfg.method == "dm":
+                self.total_steps = cfg.match.iterations
+                self.optimizer = torch.optim.SGD([self.images], lr=cfg.match.lr_images,
+                                                 momentum=cfg.match.momentum)
+        if self.total_steps:
+            net = build_model(cfg.model.arch, num_classes=self.num_classes, in_channels=self.image_shape[0],
+                              image_size=self.image_shape[1], **cfg.model.options).net
+            self.embedder = RandomEmbedder(net.to(device))
+
+    def _herding_choice(self) -> torch.Tensor:
+        """IPC indices per class by herding on ConvNet features: int64 [classes, ipc]."""
+        cfg, device = self.cfg, self.ctx.device
+        train = self.splits.train
+        seed_everything(cfg.seed)
+        model = build_model(cfg.model.arch, num_classes=self.num_classes, in_channels=self.image_shape[0],
+                            image_size=self.image_shape[1], mean=self.mean, std=self.std, **cfg.model.options)
+        if cfg.herding.feature_epochs:
+            self.ctx.reporter.info(f"herding: training the feature ConvNet for {cfg.herding.feature_epochs} "
+                                   f"epochs on {len(train)} real images")
+            fit_classifier(model, train.images, train.labels, FitSchedule(epochs=cfg.herding.feature_epochs),
+                           seed=cfg.seed, device=device)
+        model.to(device).eval()
+        chosen = []
+        with torch.no_grad():
+            for indices in self.per_class:
+                pixels = self.train_images[indices.to(device)]
+                features = torch.cat([model.embed(chunk.float().div_(255)) for chunk in pixels.split(512)])
+                chosen.append(indices[herding(features.cpu().double(), cfg.ipc)])
+        return torch.stack(chosen)
+
+    def stored_tensors(self) -> dict[str, torch.Tensor]:
+        if self.cfg.method == "kfs":
+            return self.fset.stored_tensors()
+        return {"images": self.images.detach()}
+
+    def _restore(self, ckpt) -> None:
+        tensors = ckpt.load_model_state()
+        if self.cfg.method == "kfs":
+            self.fset.load_stored(tensors)
+        else:
+            with torch.no_grad():
+                self.images.copy_(tensors["images"])
+        state = ckpt.load_trainer_state()
+        self.step = int(state["step"])
+        self.block = dict(state["block"])
+        self.seconds = float(state.get("seconds", 0.0))
+        if state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("warmup_optimizer") is not None:
+            self.warmup_optimizer.load_state_dict(state["warmup_optimizer"])
+
+    # ------------------------------------------------------------ condensing
+
+    def train(self) -> None:
+        ctx, cfg = self.ctx, self.cfg
+        if self.step >= self.total_steps:
+            return
+        iterations = cfg.match.iterations
+        with ctx.reporter.progress(self.total_steps, start=self.step, description="condense") as bar:
+            last_checkpoint = time.perf_counter()
+            for step in range(self.step, self.total_steps):
+                if ctx.should_stop():
+                    self._checkpoint(step)
+                    raise Interrupted(f"stopped at step {step} of {self.total_steps}; checkpoint written to "
+                                      f"{ctx.run.ckpt_dir / f'step-{step}'}",
+                                      hint="continue with --resume last (or --resume auto)")
+                started = time.perf_counter()
+                warming = step < self.warmup_steps
+                loss = self._warmup_step(step) if warming else self._matching_step(step - self.warmup_steps)
+                self.seconds += time.perf_counter() - started
+                self.block["loss_sum"] += loss
+                self.block["count"] += 1
+                done = step + 1
+                if bar.wants_update():
+                    bar.update(done, phase="warm-up" if warming else "match", loss=loss,
+                               floats=self.storage().stored_floats)
+                if warming and done == self.warmup_steps:
+                    self._log(bar, done, "warm-up", f"warm-up {done}/{self.warmup_steps}  reconstruction")
+                elif not warming:
+                    iteration = done - self.warmup_steps
+                    if iteration % max(1, cfg.match.log_every) == 0 or iteration == iterations:
+                        self._log(bar, done, "match", f"iteration {iteration}/{iterations}  loss")
+                if self._checkpoint_due(done, last_checkpoint):
+                    self._checkpoint(done)
+                    last_checkpoint = time.perf_counter()
+            bar.update(self.total_steps)
+        self.step = self.total_steps
+
+    def _real_batch(self, step: int) -> torch.Tensor:
+        """This rank's slice of every class's real batch of ``step``, normalised: [classes, b, C, H, W]."""
+        dist, count = self.ctx.dist, self.batch_real
+        local = count // dist.world_size
+        picks = []
+        for c, indices in enumerate(self.per_class):
+            order = torch.randperm(len(indices), generator=generator(self.cfg.seed, step, _REAL, c))
+            picks.append(indices[order[:count]][dist.rank * local:(dist.rank + 1) * local])
+        index = torch.stack(picks).flatten().to(self.ctx.device)
+        return self.normalize(self.train_images[index]).view(self.num_classes, local, *self.image_shape)
+
+    def _matching_step(self, iteration: int) -> float:
+        cfg, ctx = self.cfg, self.ctx
+        self.embedder.resample(cfg.seed, iteration, ctx.device)
+        draw = self.augment.draw(self.num_classes, self.image_shape[1:],
+                                 generator(cfg.seed, iteration, _AUGMENT))
+        real_means = real_class_means(self.embedder, self._real_batch(iteration), augment=self.augment,
+                                      draw=draw, batch_per_class=self.batch_real, dist=ctx.dist)
+        if cfg.method == "kfs":
+            pairs = None
+            total_pairs = self.layout.images_per_class
+            if 0 < cfg.kfs.pairs_per_class < total_pairs:
+                order = torch.randperm(total_pairs, generator=generator(cfg.seed, iteration, _PAIRS))
+                pairs = order[:cfg.kfs.pairs_per_class].to(ctx.device)
+            synthetic = self.fset.decode(pairs)
+        else:
+            synthetic = self.images
+        synthetic_means = synthetic_class_means(self.embedder, synthetic, augment=self.augment, draw=draw)
+        loss = matching_loss(real_means, synthetic_means)
+        total = loss
+        if cfg.method == "kfs" and cfg.kfs.div_weight:
+            total = loss + cfg.kfs.div_weight * kfs_mod.diversity_penalty(synthetic, self.layout.decoders)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        return float(loss.detach()) / self.num_classes
+
+    def _warmup_step(self, step: int) -> float:
+        """One autoencoder step of the decoders on a random batch of real images (the same on every rank)."""
+        gen = generator(self.cfg.seed, step, _WARMUP)
+        count = min(len(self.train_images), self.batch_real * self.num_classes, 1024)
+        index = torch.randint(0, len(self.train_images), (count,), generator=gen).to(self.ctx.device)
+        loss = kfs_mod.warmup_loss(self.fset, self.normalize(self.train_images[index]))
+        self.warmup_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.warmup_optimizer.step()
+        return float(loss.detach())
+
+    def _log(self, bar, done: int, phase: str, text: str) -> None:
+        loss = self.block["loss_sum"] / max(1, self.block["count"])
+        storage = self.storage()
+        record = {"step": done, "phase": phase, "loss": loss, "stored_floats": storage.stored_floats,
+                  "synthetic_images": storage.synthetic_images, "seconds": round(self.seconds, 3)}
+        line = f"{text} {loss:.4g}  stored {storage.stored_floats} floats, {storage.synthetic_images} images"
+        if self.cfg.method == "kfs":
+            with torch.no_grad():
+                spread = kfs_mod.decoder_spread(self.fset.decode(), self.layout.decoders)
+            record["decoder_spread"] = spread
+            line += f"  decoder spread {spread:.3g}"
+        self.ctx.run.append_metrics(record)
+        bar.line(line)
+        self.last_loss = loss
+        self.block = {"loss_sum": 0.0, "count": 0}
+
+    def _checkpoint_due(self, done: int, last_checkpoint: float) -> bool:
+        match = self.cfg.match
+        if done == self.total_steps:
+            return True
+        if match.ckpt_every:
+            return done % match.ckpt_every == 0
+        return time.perf_counter() - last_checkpoint >= 60 * match.ckpt_minutes
+
+    def _checkpoint(self, step: int) -> None:
+        if not self.ctx.dist.is_main:
+            return
+        state = {"step": step, "total_steps": self.total_steps, "block": dict(self.block), "seconds": self.seconds,
+                 "optimizer": self.optimizer.state_dict() if hasattr(self, "optimizer") else None,
+                 "warmup_optimizer": (self.warmup_optimizer.state_dict() if hasattr(self, "warmup_optimizer")
+                                      else None)}
+        self.ctx.run.save_checkpoint(step, {k: v.cpu() for k, v in self.stored_tensors().items()}, state,
+                                     keep=self.cfg.match.keep_checkpoints)
+
+    # ------------------------------------------------------------ results
+
+    def storage(self) -> StorageReport:
+        full = len(self.splits.train) * self.image_shape[0] * self.image_shape[1] * self.image_shape[2]
+        if self.layout is not None:
+            return StorageReport(budget_floats=self.budget, stored_floats=self.layout.stored_floats,
+                                 synthetic_images=self.layout.images_per_class * self.num_classes,
+                                 images_per_class=self.layout.images_per_class, full_dataset_floats=full)
+        return StorageReport(budget_floats=self.budget, stored_floats=self.images.numel(),
+                             synthetic_images=self.num_classes * self.cfg.ipc, images_per_class=self.cfg.ipc,
+                             full_dataset_floats=full)
+
+    def pixel_rows(self) -> list[torch.Tensor]:
+        """The synthetic images of each class on the [0, 1] scale (not clipped): classes x [n, C, H, W]."""
+        with torch.no_grad():
+            images = self.fset.decode() if self.cfg.method == "kfs" else self.images.detach()
+            pixels = images * self.norm_std.unsqueeze(0) + self.norm_mean.unsqueeze(0)
+        return [row.cpu() for row in pixels]
+
+    def evaluate(self) -> dict:
+        cfg = self.cfg
+        matching_steps = self.total_steps - self.warmup_steps
+        metrics = {**self.storage().as_dict()}
+        metrics.pop("full_dataset_floats")
+        if matching_steps:
+            metrics["final_loss"] = getattr(self, "last_loss", None)
+        metrics["condense_seconds"] = round(self.seconds, 3)
+        if cfg.eval.runs > 0:
+            rows = self.pixel_rows()
+            images = torch.cat(rows)
+            labels = torch.arange(self.num_classes).repeat_interleave(len(rows[0]))
+            result = evaluate_condensed(images, labels, self.splits.test, net=cfg.model, spec=cfg.eval,
+                                        mean=self.mean, std=self.std,
+                                        flip_ok=dataset_info(cfg.data.name).flip_ok, seed=cfg.seed,
+                                        device=self.ctx.device, dist=self.ctx.dist, reporter=self.ctx.reporter)
+            metrics.update(test_accuracy=result["mean"], test_accuracy_std=result["std"],
+                           eval_runs=cfg.eval.runs, eval_epochs=cfg.eval.epochs)
+        return metrics
+
+    def save(self, metrics: dict) -> ArtifactRecord:
+        cfg = self.cfg
+        train = self.splits.train
+        parent = f"dataset:{cfg.data.name}"
+        storage = self.storage()
+        info = {"method": cfg.method, "ipc": cfg.ipc, "num_classes": self.num_classes,
+                "image_shape": list(self.image_shape), "normalization": {"mean": self.mean, "std": self.std},
+                "storage": storage.as_dict(), "net": to_dict(cfg.model), "eval": to_dict(cfg.eval),
+                "tensors": {k: list(v.shape) for k, v in self.stored_tensors().items()}}
+        if self.layout is not None:
+            layout = self.layout
+            info["layout"] = {"num_classes": layout.num_classes, "codes_per_class": layout.codes_per_class,
+                              "latent_shape": list(layout.latent_shape), "image_shape": list(layout.image_shape),
+                              "decoders": layout.decoders, "hidden": layout.hidden}
+            info["decoder"] = {"activation": cfg.kfs.activation, "upsample": cfg.kfs.upsample,
+                               "residual": cfg.kfs.residual, "floats_each": layout.floats_per_decoder}
+        metadata = {"mltk_version": __version__, "engine": "condense", "kind": KIND, "method": cfg.method,
+                    "config_sha256": config_hash(cfg), "parent": parent, "relation": RELATION}
+        files = condensed_files(self.stored_tensors(), self.pixel_rows(), metadata=metadata)
+        card = {"kind": KIND, "engine": "condense", "parameters": storage.stored_floats,
+                "task": {"data": to_dict(cfg.data), "class_names": list(train.class_names)},
+                "condensed": info, "metrics": metrics,
+                "lineage": {"parent": parent, "relation": RELATION}, "config": to_dict(cfg),
+                "config_sha256": config_hash(cfg), "run_dir": str(self.ctx.run.path)}
+        if PRIMARY_METRIC in metrics:
+            card["primary_metric"] = {"name": PRIMARY_METRIC, "higher_is_better": True}
+        return self.ctx.registry.save(cfg.artifact_name(), files=files, card=card)
+
+
+def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images [N, C, H, W], on the [0, 1] scale."""
+    x = images.float().div_(255).transpose(0, 1).reshape(images.shape[1], -1)
+    return [round(v, 6) for v in x.mean(dim=1).tolist()], [round(v, 6) for v in x.std(dim=1).clamp_min(1e-3).tolist()]
+
+
+def _check_config(cfg: CondenseConfig, world_size: int) -> None:
+    """Every problem with the numbers at once (exit 2), before any data is read."""
+    problems = []
+    if cfg.ipc < 1:
+        problems.append(f"ipc: must be at least 1, got {cfg.ipc}")
+    m = cfg.match
+    if m.iterations < 0:
+        problems.append(f"match.iterations: must be 0 or more, got {m.iterations}")
+    if m.batch_real < world_size:
+        problems.append(f"match.batch_real: {m.batch_real} real images per class cannot split over "
+                        f"{world_size} ranks")
+    if m.lr_images <= 0:
+        problems.append(f"match.lr_images: must be positive, got {m.lr_images}")
+    k = cfg.kfs
+    if k.warmup_steps < 0:
+        problems.append(f"kfs.warmup_steps: must be 0 or more, got {k.warmup_steps}")
+    for key in ("lr_codes", "lr_decoders", "warmup_lr"):
+        if getattr(k, key) <= 0:
+            problems.append(f"kfs.{key}: must be positive, got {getattr(k, key)}")
+    if k.div_weight and k.pairs_per_class:
+        problems.append("kfs.div_weight needs every pair decoded: set kfs.pairs_per_class=0")
+    if cfg.eval.runs < 0 or cfg.eval.epochs < 0:
+        problems.append(f"eval.runs and eval.epochs must be 0 or more, got {cfg.eval.runs}, {cfg.eval.epochs}")
+    if problems:
+        raise ConfigError(problems, source="condense")

@@ -1,0 +1,158 @@
+"""Configuration of the masked-image-modelling recipes ``mae``, ``rc-mae`` and ``sdft``.
+
+Defaults are the official code's (MAE / RC-MAE ``run_pretrain.py`` and the
+self-distillation repo's shell scripts), scaled to whatever data the run
+gets; the presets set the model size and the budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from mltk.data.splits import DataSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderSpec:
+    width: int = 0  # 0 = the width RC-MAE pairs with the encoder size (tiny 128, small 256, base 512)
+    depth: int = 0  # 0 = tiny 2, small 4, base 8 blocks
+    heads: int = 0  # 0 = tiny 4, small 8, base 16
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    arch: str = "vit"  # the encoder: the model zoo's ViT
+    options: dict = dataclasses.field(default_factory=dict)  # ViT options: size, patch_size, width, depth, heads, pool
+    decoder: DecoderSpec = dataclasses.field(default_factory=DecoderSpec)
+    mask_ratio: float = 0.75
+    norm_pix_loss: bool = True  # reconstruct each patch standardised over its own pixels
+    mean: list[float] | None = None  # per-channel input normalisation; None = measured on the train split
+    std: list[float] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimSpec:
+    lr: float = 0.0  # for the global batch; 0 = base_lr * batch_size / 256 (MAE's scaling rule)
+    base_lr: float = 1.5e-4
+    betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.95])
+    weight_decay: float = 0.05  # not on 1-D parameters (biases, norms), as MAE
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"  # after the warm-up, down to min_lr
+    warmup_steps: int = 0
+    warmup_epochs: float = 0.0  # used when warmup_steps is 0
+    min_lr: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopSpec:
+    batch_size: int = 256  # global: split evenly over the ranks
+    # auto: resized-crop-flip, or resized-crop where a mirror image changes the class (digits)
+    augment: Literal["auto", "resized-crop", "resized-crop-flip", "crop", "crop-flip", "none"] = "auto"
+    crop_scale_min: float = 0.2  # resized-crop: the smallest fraction of the image area kept
+    amp: Literal["auto", "on", "off"] = "auto"  # mixed precision on CUDA
+    compile: bool = False  # torch.compile the trained model (CUDA runs of many steps)
+    log_every: int = 0  # steps between metric lines; 0 = one line per epoch
+    ckpt_every: int = 0  # steps between checkpoints; 0 = by time, see ckpt_minutes
+    ckpt_minutes: float = 5.0
+    keep_checkpoints: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec(LoopSpec):
+    epochs: int = 100
+    max_steps: int = 0  # stop (and end the schedule) after this many steps; 0 = epochs decide
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSpec:
+    """What ``evaluate()`` measures at the end of training (the full protocols run with ``mltk eval``)."""
+
+    knn_train_images: int = 5000  # k-NN accuracy with this many train images as the memory; 0 = skip
+    test_images: int = 0  # test images scored (k-NN and reconstruction); 0 = all
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    batch_size: int = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class MAEConfig:
+    name: str = ""  # artifact name; empty = <recipe>-<size>-<dataset>
+    seed: int = 0
+    device: str = "auto"
+    data: DataSpec = dataclasses.field(default_factory=DataSpec)
+    model: ModelSpec = dataclasses.field(default_factory=ModelSpec)
+    optim: OptimSpec = dataclasses.field(default_factory=OptimSpec)
+    train: TrainSpec = dataclasses.field(default_factory=TrainSpec)
+    eval: EvalSpec = dataclasses.field(default_factory=EvalSpec)
+
+    recipe_name = "mae"
+
+    def artifact_name(self) -> str:
+        if self.name:
+            return self.name
+        size = self.model.options.get("size", "tiny")
+        dataset = self.data.name.split(":")[0]
+        return f"{self.recipe_name}-vit-{size}-{dataset}"
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherSpec:
+    gamma: float = 1.0  # weight of the reconstruction-consistency term; 0 = plain MAE
+    momentum: float = 0.996  # EMA momentum at the first step
+    momentum_end: float = 1.0  # cosine schedule: the momentum at the last step
+    # cosine: momentum -> momentum_end over the run's global steps (the intended DINO-style schedule);
+    # constant: `momentum` throughout, which is what the official code runs in effect (it indexes the
+    # schedule with the step within the epoch, so only the first epoch's slice is ever used).
+    momentum_schedule: Literal["cosine", "constant"] = "cosine"
+    downstream: Literal["teacher", "student"] = "teacher"  # the weights the artifact hands to evaluation
+
+
+@dataclasses.dataclass(frozen=True)
+class RCMAEConfig(MAEConfig):
+    teacher: TeacherSpec = dataclasses.field(default_factory=TeacherSpec)
+
+    recipe_name = "rc-mae"
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """Only the masking settings: the architecture is the ``init`` artifact's."""
+
+    arch: str = "vit"
+    mask_ratio: float = 0.75
+    norm_pix_loss: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class StagedTrainSpec(LoopSpec):
+    batch_size: int = 64
+    steps: int = 20000  # further pre-training (stage 1) steps
+    distill_steps: int = 0  # self-distillation (stage 2) steps; 0 = the same as `steps`, as the paper runs
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillSpec:
+    weight: float = 1.0  # lambda of ||h_student - h_teacher||^2 (sum over features, mean over the batch)
+
+
+@dataclasses.dataclass(frozen=True)
+class SDFTConfig:
+    init: str = ""  # the initial MAE: an encoder artifact reference (required)
+    name: str = ""  # artifact name of the self-distilled student; empty = sdft-<dataset>
+    seed: int = 0
+    device: str = "auto"
+    adapt_images: bool = True  # resize / convert the target images to the init model's input; false = error
+    data: DataSpec = dataclasses.field(default_factory=DataSpec)
+    model: InputSpec = dataclasses.field(default_factory=InputSpec)
+    optim: OptimSpec = dataclasses.field(default_factory=lambda: OptimSpec(
+        lr=1.5e-4, weight_decay=0.01, schedule="linear"))
+    train: StagedTrainSpec = dataclasses.field(default_factory=StagedTrainSpec)
+    distill: DistillSpec = dataclasses.field(default_factory=DistillSpec)
+    eval: EvalSpec = dataclasses.field(default_factory=EvalSpec)
+
+    recipe_name = "sdft"
+
+    def artifact_name(self) -> str:
+        if self.name:
+            return self.name
+        return f"sdft-{self.data.name.split(':')[0]}".replace("_", "-")

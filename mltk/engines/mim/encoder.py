@@ -1,0 +1,176 @@
+"""Encoder artifacts: what the MIM recipes store, and how evaluation and ``sdft`` load them.
+
+An encoder artifact (card ``kind: encoder``) is a whole masked auto-encoder
+(ViT encoder + decoder, so that ``sdft`` can keep pre-training it):
+
+    model.safetensors     the weights evaluation uses (RC-MAE: the EMA teacher by default)
+    student.safetensors   RC-MAE only: the other network of the pair
+    card.json             ``arch``: the MAE spec (mltk.nn.mae.build_mae), ``weights``: which
+                          network each file holds, task (data spec, class names), metrics, lineage
+
+Evaluation protocols also take any classifier artifact (its ``embed`` features),
+so a supervised model can be probed the same way as a pre-trained encoder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from mltk import __version__
+from mltk.core.errors import ArtifactError, ConfigError, UsageError
+from mltk.core.registry import CARD_FILE, Registry, sha256_file
+from mltk.core.tensor_files import load_safetensors, safetensors_bytes
+from mltk.nn.artifacts import load_classifier, looks_like_path
+from mltk.nn.mae import MaskedAutoencoder, build_mae
+
+KIND = "encoder"
+WEIGHTS_FILE = "model.safetensors"
+STUDENT_FILE = "student.safetensors"
+
+
+def encoder_artifact(networks: dict[str, tuple[str, MaskedAutoencoder]], *, engine: str, recipe: str,
+                     data: dict, class_names: list[str], config: dict, config_sha256: str, metrics: dict,
+                     primary_metric: str, higher_is_better: bool, parent: str, relation: str,
+                     extra: dict | None = None) -> tuple[dict, dict]:
+    """(files, card) for Registry.save. ``networks``: file name -> (role, model), ``model.safetensors`` first."""
+    if WEIGHTS_FILE not in networks:
+        raise ValueError(f"an encoder artifact needs {WEIGHTS_FILE}")
+    spec = networks[WEIGHTS_FILE][1].spec
+    task = {"data": data, "class_names": list(class_names)}
+    files, roles = {}, {}
+    for filename, (role, model) in networks.items():
+        metadata = {"mltk_version": __version__, "engine": engine, "kind": KIND, "role": role,
+                    "mae": json.dumps(model.spec), "task": json.dumps(task), "parent": parent,
+                    "relation": relation, "config_sha256": config_sha256, "format": "pt"}
+        files[filename] = safetensors_bytes(model.state_dict(), metadata)
+        roles[filename] = role
+    card = {"kind": KIND, "engine": engine, "recipe": recipe, "arch": spec, "weights": roles, "task": task,
+            "parameters": sum(p.numel() for p in networks[WEIGHTS_FILE][1].parameters()),
+            "encoder_parameters": sum(p.numel() for p in networks[WEIGHTS_FILE][1].encoder.parameters()),
+            "metrics": metrics, "primary_metric": {"name": primary_metric, "higher_is_better": higher_is_better},
+            "lineage": {"parent": parent, "relation": relation}, "config": config,
+            "config_sha256": config_sha256, **(extra or {})}
+    return files, card
+
+
+@dataclasses.dataclass
+class LoadedEncoder:
+    """Frozen features of an artifact: an MIM encoder, or any classifier's ``embed``."""
+
+    features: Callable[[torch.Tensor], torch.Tensor]  # images float [B, C, S, S] in [0, 1] -> [B, D]
+    module: torch.nn.Module  # what to move to a device and put in eval mode
+    source: str
+    card: dict
+    weights: str  # teacher / student / model (an MAE) or classifier
+    in_channels: int
+    image_size: int
+    mae: MaskedAutoencoder | None = None
+
+    @property
+    def task(self) -> dict:
+        return self.card.get("task", {})
+
+    def to(self, device: torch.device) -> LoadedEncoder:
+        self.module.to(device).eval()
+        return self
+
+
+def load_mae(ref: str, *, weights: str = "default", registry: Registry | None = None) -> LoadedEncoder:
+    """The masked auto-encoder an encoder artifact holds; ArtifactError when ``ref`` is anything else.
+
+    weights: ``default`` (model.safetensors: RC-MAE's teacher unless trained otherwise),
+    ``teacher`` or ``student`` (the file holding that network).
+    """
+    card, read, source = _open(ref, registry)
+    if card.get("kind") != KIND:
+        raise ArtifactError(f"{source}: is a {card.get('kind', 'unknown')!r} artifact, not a masked "
+                            "auto-encoder", hint="pass an artifact made by `mltk train mae` or `mltk train rc-mae`")
+    filename, role = _weights_file(card, weights, source)
+    try:
+        model = build_mae(card["arch"])
+    except (ConfigError, KeyError, TypeError) as exc:
+        detail = exc.message if isinstance(exc, ConfigError) else repr(exc)
+        raise ArtifactError(f"{source}: the card's MAE spec cannot be built: {detail}",
+                            hint="upgrade mltk, or check that the card was not edited") from None
+    tensors, _ = load_safetensors(read(filename))
+    load_strict(model, tensors, f"{source} ({filename})")
+    model.eval()
+    args = card["arch"]["encoder"]["args"]
+    return LoadedEncoder(features=model.features, module=model, source=source, card=card, weights=role,
+                         in_channels=args["in_channels"], image_size=args["image_size"], mae=model)
+
+
+def load_encoder(ref: str, *, weights: str = "default", registry: Registry | None = None) -> LoadedEncoder:
+    """Features of ``ref``: an encoder artifact (see load_mae) or any classifier artifact."""
+    card, _, source = _open(ref, registry)
+    if card.get("kind") == KIND:
+        return load_mae(ref, weights=weights, registry=registry)
+    if weights not in ("default", "model"):
+        raise UsageError(f"--weights {weights}: {source} is a classifier, it holds one network",
+                         hint="leave --weights out")
+    loaded = load_classifier(ref, registry)
+    args = loaded.arch_args
+    return LoadedEncoder(features=loaded.model.embed, module=loaded.model, source=loaded.source, card=loaded.card,
+                         weights="classifier", in_channels=args["in_channels"], image_size=args["image_size"])
+
+
+def _weights_file(card: dict, weights: str, source: str) -> tuple[str, str]:
+    roles = card.get("weights") or {WEIGHTS_FILE: "model"}
+    if weights == "default":
+        return WEIGHTS_FILE, roles.get(WEIGHTS_FILE, "model")
+    for filename, role in roles.items():
+        if role == weights:
+            return filename, role
+    raise UsageError(f"--weights {weights}: {source} holds {', '.join(sorted(set(roles.values())))}",
+                     hint="use --weights default, or one of the roles listed")
+
+
+def _open(ref: str, registry: Registry | None) -> tuple[dict, Callable[[str], Path], str]:
+    """(card, read(file name) -> verified path, source) of a registry reference or an exported folder."""
+    if looks_like_path(ref):
+        folder = Path(ref).expanduser()
+        card_path = folder / CARD_FILE
+        if not card_path.is_file():
+            raise ArtifactError(f"{folder}: not an mltk artifact folder (no {CARD_FILE})",
+                                hint="give a registry reference (see `mltk ls`) or an exported folder")
+        card = json.loads(card_path.read_text())
+
+        def read(filename: str) -> Path:
+            entry = card.get("files", {}).get(filename)
+            path = folder / filename
+            if entry is None or not path.is_file():
+                raise ArtifactError(f"{folder}: {filename} is missing")
+            if sha256_file(path) != entry["sha256"]:
+                raise ArtifactError(f"{path}: does not match the sha256 in {CARD_FILE}",
+                                    hint="the file changed or is incomplete; export the artifact again")
+            return path
+
+        return card, read, str(folder)
+    record = (registry or Registry()).resolve(ref)
+    return record.card(verify=True), record.file, record.ref
+
+
+def load_strict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Load ``tensors`` into ``model``: every key present, none extra, every shape equal; else ArtifactError."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    wrong = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (first: {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (first: {unexpected[0]})")
+        if wrong:
+            key = wrong[0]
+            parts.append(f"{len(wrong)} of another shape (first: {key} {tuple(tensors[key].shape)} "
+                         f"vs {tuple(own[key].shape)})")
+        raise ArtifactError(f"{where}: the weights do not fit the architecture: " + "; ".join(parts),
+                            hint="the card and the weights disagree; re-export or retrain the artifact")
+    model.load_state_dict(tensors)

@@ -1,0 +1,127 @@
+"""Quantized classifiers as artifacts: packed codes on disk, the deployed network on load.
+
+``model.safetensors`` holds, for every quantized layer ``L``:
+
+* ``L.weight_packed``: the codes at their true width (uint8, 8 binary
+  weights per byte; 2- and 4-bit levels packed 4 or 2 per byte; 8-bit levels
+  as int8),
+* ``L.out_scale``, ``L.out_bias`` (float32 [O]): the weight scale with the
+  following BatchNorm folded in,
+* ``L.input_quantizer.threshold`` (sign inputs) or ``.step`` (uniform inputs),
+
+and every other tensor of the network in float32 (stem, classifier,
+BatchNorms not folded, RPReLU). The card's ``quantization.plan`` says which
+layers are quantized and how, which rebuilds the deployed network from the
+architecture spec; ``tensor_bits`` gives the stored bits of every tensor.
+
+Loading (:func:`load_quantized`, registered for the card kinds
+``binarized-classifier`` and ``quantized-classifier``) builds the deployed
+network: sign activations and unpacked +1/-1 weights, never the float
+shadow weights, which are not stored at all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as load_safetensors_bytes
+
+from mltk import __version__
+from mltk.core.errors import ArtifactError, ConfigError
+from mltk.core.tensor_files import load_safetensors, safetensors_bytes
+from mltk.engines.quantize.network import PACKED_SUFFIX, load_deployed_tensors, to_deployed_form
+from mltk.nn import ImageClassifier, build_from_spec
+from mltk.nn.artifacts import WEIGHTS_FILE, register_classifier_kind
+from mltk.nn.registry import UnknownArchError
+
+KIND_BINARY = "binarized-classifier"
+KIND_QUANTIZED = "quantized-classifier"
+RELATION = "quantized"
+
+
+def card_kind(bits: int) -> str:
+    return KIND_BINARY if bits == 1 else KIND_QUANTIZED
+
+
+def tensor_bits(tensors: dict[str, torch.Tensor], plan: dict) -> dict[str, int]:
+    """Stored bits per weight of each tensor: the layer's bits for packed codes, else the dtype's."""
+    packed_bits = {spec["name"] + PACKED_SUFFIX: spec["bits"] for spec in plan["layers"]}
+    return {key: packed_bits.get(key, tensor.element_size() * 8) for key, tensor in sorted(tensors.items())}
+
+
+def storage_summary(tensors: dict[str, torch.Tensor], plan: dict) -> dict:
+    """Weights and bytes stored at low precision and in float, from the tensors themselves."""
+    packed_keys = {spec["name"] + PACKED_SUFFIX for spec in plan["layers"]}
+    quantized_weights = sum(int(torch.tensor(spec["weight_shape"]).prod()) for spec in plan["layers"])
+    float_values = sum(t.numel() for k, t in tensors.items() if k not in packed_keys and t.is_floating_point())
+    return {"quantized_weights": quantized_weights,
+            "quantized_bytes": sum(tensors[k].numel() * tensors[k].element_size() for k in packed_keys),
+            "float_values": float_values,
+            "float_bytes": sum(t.numel() * t.element_size() for k, t in tensors.items() if k not in packed_keys)}
+
+
+def quantized_artifact(deployed: ImageClassifier, tensors: dict[str, torch.Tensor], *, plan: dict,
+                       quantization: dict, task: dict, parent: str, config: dict, config_sha256: str,
+                       metrics: dict, primary_metric: str, extra: dict | None = None) -> tuple[dict, dict]:
+    """(files, card) for :meth:`Registry.save`."""
+    bits = quantization["bits"]
+    spec = deployed.spec
+    kind = card_kind(bits)
+    metadata = {"mltk_version": __version__, "engine": "quantize", "kind": kind, "arch": json.dumps(spec),
+                "task": json.dumps(task), "config_sha256": config_sha256, "parent": parent,
+                "relation": RELATION, "format": "pt", "quantization": json.dumps({**quantization, "plan": plan})}
+    files = {WEIGHTS_FILE: safetensors_bytes(tensors, metadata)}
+    card = {"kind": kind, "engine": "quantize", "arch": spec, "task": task,
+            "parameters": sum(int(torch.tensor(s["weight_shape"]).prod()) for s in plan["layers"])
+            + storage_summary(tensors, plan)["float_values"],
+            "metrics": metrics, "primary_metric": {"name": primary_metric, "higher_is_better": True},
+            "lineage": {"parent": parent, "relation": RELATION},
+            "quantization": {**quantization, "plan": plan, "storage": storage_summary(tensors, plan)},
+            "tensor_bits": tensor_bits(tensors, plan),
+            "config": config, "config_sha256": config_sha256, **(extra or {})}
+    return files, card
+
+
+def build_deployed(card: dict, where: str) -> ImageClassifier:
+    """The deployed-form network a card describes, without weights."""
+    quantization = card.get("quantization") or {}
+    plan = quantization.get("plan")
+    if not isinstance(plan, dict) or "layers" not in plan:
+        raise ArtifactError(f"{where}: the card has no quantization plan",
+                            hint="the card was edited or comes from another tool; quantize the model again")
+    try:
+        model = build_from_spec(card["arch"])
+    except UnknownArchError as exc:
+        raise ArtifactError(f"{where}: the card names an unknown architecture: {exc.message}",
+                            hint="upgrade mltk, or check that the card was not edited") from None
+    except ConfigError as exc:
+        raise ArtifactError(f"{where}: the card's architecture spec is invalid: {exc.message}") from None
+    try:
+        to_deployed_form(model, plan)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{where}: the quantization plan does not fit the architecture ({exc})",
+                            hint="the card was edited; quantize the model again") from None
+    return model
+
+
+def load_quantized(card: dict, read: Callable[[str], Path], where: str) -> ImageClassifier:
+    """The deployed network of a quantized artifact (registered as its kinds' classifier loader)."""
+    model = build_deployed(card, where)
+    tensors, _ = load_safetensors(read(WEIGHTS_FILE))
+    load_deployed_tensors(model, card["quantization"]["plan"], tensors, where)
+    return model.eval()
+
+
+def deployed_from_bytes(card: dict, weights: bytes, where: str) -> ImageClassifier:
+    """:func:`load_quantized` from the serialized weights in memory (the save path checks itself with it)."""
+    model = build_deployed(card, where)
+    load_deployed_tensors(model, card["quantization"]["plan"], load_safetensors_bytes(weights), where)
+    return model.eval()
+
+
+register_classifier_kind(KIND_BINARY, load_quantized)
+register_classifier_kind(KIND_QUANTIZED, load_quantized)
+

@@ -1,0 +1,165 @@
+"""Configuration of ``mltk quantize`` (BiTAT and its baselines, uniform 2/4/8-bit)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+METHODS = ("auto", "bitat", "xnor", "reactnet", "uniform")
+BITS = (1, 2, 4, 8)
+ACT_BITS = (0, 1, 2, 4, 8, 32)
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceSpec:
+    """The full-precision model to quantize."""
+
+    ref: str = ""  # registry reference (name, name:3, name@best) or a file: .pt/.pth state_dict, .safetensors
+    arch: str = "auto"  # architecture of a foreign file; auto = inferred from its keys
+    options: dict = dataclasses.field(default_factory=dict)  # architecture options of a foreign file (stem_stride, ...)
+    mean: list[float] | None = None  # input normalisation of a foreign file; None = 0.5 per channel
+    std: list[float] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantDataSpec:
+    """Calibration and training data; an empty name means the data the model was trained on."""
+
+    name: str = ""
+    data_dir: str | None = None
+    download: bool = False
+    val_holdout: float = 0.0
+    test_holdout: float = 0.0
+    holdout_seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantSpec:
+    method: Literal["auto", "bitat", "xnor", "reactnet", "uniform"] = "auto"  # auto: bitat at 1 bit, else uniform
+    bits: int = 1  # weight bits: 1 (binary), 2, 4, 8
+    act_bits: int = 0  # input bits of quantized layers: 0 = 1 at --bits 1, else 32 (float)
+    skip: list[str] = dataclasses.field(default_factory=list)  # fnmatch patterns of layers to keep in float
+
+
+@dataclasses.dataclass(frozen=True)
+class BitatSpec:
+    transform: Literal["identity", "pca", "learned"] = "pca"
+    parameterization: Literal["cayley", "expm"] = "cayley"  # of the learned orthonormal transform
+    refine_iters: int = 3  # importance-weighted code refinement sweeps per step (0 = sign codes, weighted scales)
+    learned_max_dim: int = 256  # layers with longer rows keep the PCA transform under transform=learned
+    stages: int = 0  # bottom-up stages; 0 = one per quantized layer
+    progressive_fraction: float = 0.5  # share of the steps spent on the stages; the rest trains everything
+    activations: Literal["reactnet", "xnor"] = "reactnet"  # RSign+RPReLU+ApproxSign, or sign+identity+clipped STE
+
+
+@dataclasses.dataclass(frozen=True)
+class ReactnetSpec:
+    step1_fraction: float = 0.5  # share of the steps with binary activations and float weights
+
+
+@dataclasses.dataclass(frozen=True)
+class KDSpec:
+    weight: float = 0.5  # loss = (1 - weight) * CE + weight * T^2 * KL(teacher || student); 0 = off
+    temperature: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationSpec:
+    images: int = 512  # train images that estimate input statistics (correlations, activation ranges)
+    batch_size: int = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantTrainSpec:
+    epochs: int = 10  # QAT epochs (the same for every method); 8-bit post-training ignores them
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: Literal["cosine", "constant"] = "cosine"  # within each phase of the method's schedule
+    augment: Literal["auto", "none", "crop", "crop-flip"] = "auto"
+    max_steps: int = 0  # stop after this many steps (the schedule shrinks to fit); 0 = epochs decide
+    ckpt_every: int = 0  # steps between checkpoints; 0 = by time
+    ckpt_minutes: float = 5.0
+    keep_checkpoints: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizeConfig:
+    name: str = ""  # artifact name; empty = <parent>-w<bits>a<act bits>-<method>
+    seed: int = 0
+    device: str = "auto"
+    model: SourceSpec = dataclasses.field(default_factory=SourceSpec)
+    data: QuantDataSpec = dataclasses.field(default_factory=QuantDataSpec)
+    quant: QuantSpec = dataclasses.field(default_factory=QuantSpec)
+    bitat: BitatSpec = dataclasses.field(default_factory=BitatSpec)
+    reactnet: ReactnetSpec = dataclasses.field(default_factory=ReactnetSpec)
+    kd: KDSpec = dataclasses.field(default_factory=KDSpec)
+    calibration: CalibrationSpec = dataclasses.field(default_factory=CalibrationSpec)
+    train: QuantTrainSpec = dataclasses.field(default_factory=QuantTrainSpec)
+
+    def method(self) -> str:
+        """The method that runs: ``auto`` resolved by the number of bits."""
+        if self.quant.method != "auto":
+            return self.quant.method
+        return "bitat" if self.quant.bits == 1 else "uniform"
+
+    def act_bits(self) -> int:
+        """Input bits of quantized layers: 32 means float."""
+        if self.quant.act_bits:
+            return self.quant.act_bits
+        return 1 if self.quant.bits == 1 else 32
+
+    def artifact_name(self) -> str:
+        if self.name:
+            return self.name
+        from mltk.engines.quantize.source import base_name
+
+        act = "32" if self.act_bits() == 32 else str(self.act_bits())
+        return f"{base_name(self.model.ref)}-w{self.quant.bits}a{act}-{self.method()}"
+
+
+def config_problems(cfg: QuantizeConfig) -> list[str]:
+    """Every value a dataclass type cannot rule out, checked at once."""
+    problems = []
+    if not cfg.model.ref:
+        problems.append("model.ref: required: a registry reference or a .pt/.safetensors file")
+    q = cfg.quant
+    if q.bits not in BITS:
+        problems.append(f"quant.bits: {q.bits} is not supported; choose 1 (binary), 2, 4 or 8")
+    if q.act_bits not in ACT_BITS:
+        problems.append(f"quant.act_bits: {q.act_bits} is not supported; choose 1, 2, 4, 8 or 32 (float)")
+    method = cfg.method()
+    if q.bits == 1 and method == "uniform":
+        problems.append("quant.method: uniform quantizes to 2, 4 or 8 bits; at --bits 1 use bitat, xnor or reactnet")
+    if q.bits in (2, 4, 8) and method != "uniform":
+        problems.append(f"quant.method: {method} binarizes (--bits 1); --bits {q.bits} uses uniform quantization "
+                        "(leave --method out)")
+    if q.bits in (2, 4, 8) and cfg.act_bits() == 1:
+        problems.append("quant.act_bits: binary activations go with --bits 1; choose 2, 4, 8 or 32")
+    if q.bits == 1 and cfg.act_bits() not in (1, 32):
+        problems.append("quant.act_bits: with --bits 1 activations are binary (1) or float (32)")
+    b = cfg.bitat
+    if b.refine_iters < 0:
+        problems.append(f"bitat.refine_iters: must be >= 0, got {b.refine_iters}")
+    if not 0 <= b.progressive_fraction <= 1:
+        problems.append(f"bitat.progressive_fraction: must lie in [0, 1], got {b.progressive_fraction}")
+    if b.stages < 0:
+        problems.append(f"bitat.stages: must be >= 0 (0 = one stage per layer), got {b.stages}")
+    if not 0 <= cfg.reactnet.step1_fraction <= 1:
+        problems.append(f"reactnet.step1_fraction: must lie in [0, 1], got {cfg.reactnet.step1_fraction}")
+    if not 0 <= cfg.kd.weight <= 1:
+        problems.append(f"kd.weight: must lie in [0, 1], got {cfg.kd.weight}")
+    if cfg.kd.temperature <= 0:
+        problems.append(f"kd.temperature: must be positive, got {cfg.kd.temperature}")
+    t = cfg.train
+    if t.epochs < 0:
+        problems.append(f"train.epochs: must be >= 0, got {t.epochs}")
+    if t.batch_size < 1:
+        problems.append(f"train.batch_size: must be positive, got {t.batch_size}")
+    if t.lr <= 0:
+        problems.append(f"train.lr: must be positive, got {t.lr}")
+    if cfg.calibration.images < 1 or cfg.calibration.batch_size < 1:
+        problems.append("calibration.images and calibration.batch_size: must be positive")
+    return problems

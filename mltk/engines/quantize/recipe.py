@@ -1,0 +1,384 @@
+"""``mltk quantize``: quantization-aware training of a float classifier, run through ``run_recipe``.
+
+One step (every method)::
+
+    images  = this step's train images (this rank's slice), augmented as in supervised training
+    logits  = student(images)              # the QAT network: quantized where the schedule says so
+    loss    = (1 - w) * CE(logits, labels) + w * T^2 * KL(teacher(images) / T || logits / T)
+    loss.backward(); optimizer.step()
+
+At the first step of each phase of the method's schedule (see ``schedule``)
+the layers it adds are switched on bottom-up: their input quantizers first,
+then, after measuring their quantized inputs on a fixed calibration set
+(``calibrate``), their weight quantizers. The progress line names the phase
+(BiTAT: the stage, i.e. which layers are being binarized), the loss and the
+training accuracy.
+
+At the end the network is converted to its deployed form (packed codes,
+BatchNorm folded), serialised, loaded back exactly as ``mltk eval`` would
+load it, and that loaded network is what ``test_accuracy`` measures.
+
+Determinism and resume: the step's images and random draws depend only on
+(seed, step, rank); the QAT network's state (latent weights, transforms,
+which layers are on) and the optimizer are checkpointed, and phase
+switches happen at the start of a step after any checkpoint of that step,
+so a resumed run ends bit-identical (on CPU) to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from mltk.core.config import config_hash, to_dict
+from mltk.core.errors import ConfigError, Interrupted, UsageError
+from mltk.core.registry import ArtifactRecord
+from mltk.core.run_recipe import RunContext
+from mltk.core.seeding import generator, seed_everything, seed_step
+from mltk.data import DataSpec, dataset_info, load_splits
+from mltk.data.augment import crop_flip, crop_padding
+from mltk.data.batches import epoch_order, per_rank_batch, step_indices, steps_per_epoch
+from mltk.engines.quantize.artifact import deployed_from_bytes, quantized_artifact
+from mltk.engines.quantize.calibrate import calibrate_layers
+from mltk.engines.quantize.config import QuantizeConfig, config_problems
+from mltk.engines.quantize.methods import is_post_training, method_settings
+from mltk.engines.quantize.network import (
+    TrainingOptions,
+    deployed_tensors,
+    fill_deployed,
+    gated_activations_of,
+    plan_quantization,
+    quantized_layers,
+    to_deployed_form,
+    to_training_form,
+)
+from mltk.engines.quantize.schedule import build_phases, phase_at, phase_lr
+from mltk.engines.quantize.source import is_foreign_file, load_source
+from mltk.nn import build_from_spec
+from mltk.nn.artifacts import WEIGHTS_FILE
+from mltk.nn.evaluation import evaluate_classifier
+
+PRIMARY_METRIC = "test_accuracy"
+RECIPE_NAME = "quantize"
+
+
+class QuantizeRecipe:
+    def __init__(self, cfg: QuantizeConfig, ctx: RunContext):
+        self.cfg = cfg
+        self.ctx = ctx
+
+    # ------------------------------------------------------------ setup
+
+    def setup(self) -> None:
+        cfg, ctx = self.cfg, self.ctx
+        problems = config_problems(cfg)
+        if problems:
+            raise ConfigError(problems, hint="see every key with `mltk quantize --help` and the presets")
+        seed_everything(cfg.seed)
+        self.source, self.data_spec, self.splits = self._load_source_and_data()
+        train = self.splits.train
+        ctx.reporter.info(f"model: {self.source.parent} ({self.source.model.arch}); data: {self.data_spec.name}: "
+                          f"{len(train)} train, {len(self.splits.test)} test images")
+        self.settings = method_settings(cfg)
+        student = copy.deepcopy(self.source.model).cpu()
+        self.teacher = self.source.model.to(ctx.device).eval()
+        for parameter in self.teacher.parameters():
+            parameter.requires_grad_(False)
+        self.plan = plan_quantization(student, image_shape=tuple(train.image_shape), bits=cfg.quant.bits,
+                                      act_bits=cfg.act_bits(), act_kind=self.settings.act_kind,
+                                      binary_activation=self.settings.binary_activation,
+                                      skip=tuple(cfg.quant.skip), where=self.source.parent)
+        options = TrainingOptions(transform=self.settings.transform, parameterization=cfg.bitat.parameterization,
+                                  refine_iters=cfg.bitat.refine_iters, learned_max_dim=cfg.bitat.learned_max_dim,
+                                  ste=self.settings.ste, learn_step=self.settings.learn_step)
+        to_training_form(student, self.plan, options)
+        self.student = student.to(ctx.device)
+        self.layers = quantized_layers(self.student, self.plan)
+        self.gates = gated_activations_of(self.student, self.plan)
+        n_layers = len(self.layers)
+        ctx.reporter.info(f"{self.settings.name}: W{cfg.quant.bits}/A{cfg.act_bits()} on {n_layers} layers; "
+                          f"full precision: " + ", ".join(k["name"] for k in self.plan["full_precision"]))
+
+        self.local_batch = per_rank_batch(cfg.train.batch_size, ctx.dist.world_size)
+        self.steps_per_epoch = steps_per_epoch(len(train), cfg.train.batch_size)
+        epochs = 0 if is_post_training(cfg) else cfg.train.epochs
+        self.total_steps = epochs * self.steps_per_epoch
+        if cfg.train.max_steps:
+            self.total_steps = min(self.total_steps, cfg.train.max_steps)
+        self.phases = build_phases(self.settings.schedule, num_layers=n_layers, total_steps=self.total_steps,
+                                   stages=cfg.bitat.stages, progressive_fraction=cfg.bitat.progressive_fraction,
+                                   step1_fraction=cfg.reactnet.step1_fraction,
+                                   binary_inputs=cfg.act_bits() == 1)
+        order = torch.randperm(len(train), generator=generator(cfg.seed, 0xCA1B))
+        self.calibration_images = train.images[order[:cfg.calibration.images]]
+        self.augment = _augment_mode(cfg.train.augment, self.data_spec.name)
+
+        trainable = [p for p in self.student.parameters() if p.requires_grad]
+        if not trainable:  # nothing to learn (8-bit post-training): an optimizer over no parameters
+            trainable = [torch.nn.Parameter(torch.zeros(()))]
+        if cfg.train.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(trainable, lr=cfg.train.lr, momentum=0.9,
+                                             weight_decay=cfg.train.weight_decay)
+        self.start_step = 0
+        self._reset_running()
+        if ctx.resume_from is not None:
+            self._restore(ctx.resume_from)
+        self.train_model = self.student
+        if ctx.dist.enabled:  # layers off in early phases have no gradient yet
+            self.train_model = DistributedDataParallel(
+                self.student, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+                find_unused_parameters=True)
+        self.train_images = train.images.to(ctx.device)
+        self.train_labels = train.labels.to(ctx.device)
+
+    def _load_source_and_data(self):
+        cfg = self.cfg
+        if is_foreign_file(cfg.model.ref):
+            if not cfg.data.name:
+                raise UsageError(f"{cfg.model.ref}: a bare state_dict records no dataset",
+                                 hint="pass --data NAME: the data the model was trained on")
+            spec = self._explicit_data_spec()
+            splits = load_splits(spec)
+            source = load_source(cfg.model, image_shape=tuple(splits.train.image_shape))
+        else:
+            source = load_source(cfg.model)
+            spec = self._explicit_data_spec() if cfg.data.name else self._stored_data_spec(source)
+            splits = load_splits(spec)
+        args = source.model.args
+        expected = (args["in_channels"], args["image_size"], args["image_size"])
+        if tuple(splits.train.image_shape) != expected:
+            raise UsageError(f"{source.parent} takes {'x'.join(map(str, expected))} images, {spec.name} has "
+                             f"{'x'.join(map(str, splits.train.image_shape))}",
+                             hint="quantize on the data the model was trained for")
+        if splits.train.num_classes > args["num_classes"]:
+            raise UsageError(f"{spec.name} has {splits.train.num_classes} classes, {source.parent} predicts "
+                             f"{args['num_classes']}")
+        return source, spec, splits
+
+    def _explicit_data_spec(self) -> DataSpec:
+        d = self.cfg.data
+        return DataSpec(name=d.name, data_dir=d.data_dir, download=d.download, val_holdout=d.val_holdout,
+                        test_holdout=d.test_holdout, holdout_seed=d.holdout_seed)
+
+    def _stored_data_spec(self, source) -> DataSpec:
+        stored = (source.task or {}).get("data") or {}
+        if not stored.get("name"):
+            raise UsageError(f"{source.parent} records no dataset", hint="pass --data NAME")
+        known = {f.name for f in dataclasses.fields(DataSpec)}
+        spec = DataSpec(**{k: v for k, v in stored.items() if k in known})
+        if self.cfg.data.data_dir:
+            spec = dataclasses.replace(spec, data_dir=self.cfg.data.data_dir)
+        return spec
+
+    def _restore(self, ckpt) -> None:
+        self.student.load_state_dict(ckpt.load_model_state())
+        state = ckpt.load_trainer_state()
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.start_step = int(state["step"])
+        self._reset_running(**state["running"])
+        if state.get("total_steps") != self.total_steps:
+            self.ctx.reporter.warn(f"the checkpoint was written for {state.get('total_steps')} steps, "
+                                   f"this config runs {self.total_steps}")
+
+    # ------------------------------------------------------------ phases
+
+    def _enter_phases(self, step: int, bar) -> str:
+        """Switch on, bottom-up and phase by phase, every layer the schedule quantizes by ``step``."""
+        current = phase_at(self.phases, step)
+        for phase in self.phases[:current + 1]:
+            new_act = [i for i in phase.act_layers if not bool(self.layers[i].act_on)]
+            new_weight = [i for i in phase.weight_layers if not bool(self.layers[i].weight_on)]
+            if not new_act and not new_weight:
+                continue
+            binary_inputs = [i for i in new_act if self.plan["layers"][i]["act"] in ("sign", "rsign")]
+            uniform_inputs = [i for i in new_act if self.plan["layers"][i]["act"] == "uniform"]
+            self._calibrate(uniform_inputs)  # their ranges, measured on float inputs
+            for i in new_act:
+                self.layers[i].act_on.fill_(True)
+                gate = self.gates.get(self.plan["layers"][i]["name"])
+                if gate is not None and i in binary_inputs:
+                    gate.on.fill_(True)
+            self._calibrate(new_weight)  # their transforms, measured on the quantized inputs
+            for i in new_weight:
+                self.layers[i].weight_on.fill_(True)
+            names = [self.plan["layers"][i]["name"] for i in sorted(set(new_act) | set(new_weight))]
+            what = "inputs and weights" if new_act and new_weight else ("inputs" if new_act else "weights")
+            shown = names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]}"
+            bar.line(f"{phase.label}: quantizing the {what} of {len(names)} layer{'s' * (len(names) != 1)} "
+                     f"({shown}) for {phase.steps} steps")
+        return self.phases[current].label
+
+    def _calibrate(self, indices: list[int]) -> None:
+        if indices:
+            calibrate_layers(self.student, [self.layers[i] for i in indices], self.calibration_images,
+                             batch_size=self.cfg.calibration.batch_size, device=self.ctx.device,
+                             dist=self.ctx.dist, learn_step=self.settings.learn_step)
+
+    # ------------------------------------------------------------ training
+
+    def train(self) -> None:
+        cfg, ctx = self.cfg, self.ctx
+        self.train_model.train()
+        order, order_epoch = None, -1
+        with ctx.reporter.progress(self.total_steps, start=self.start_step, description="quantize") as bar:
+            epoch_started = last_checkpoint = time.perf_counter()
+            for step in range(self.start_step, self.total_steps):
+                if ctx.should_stop():
+                    self._checkpoint(step)
+                    raise Interrupted(f"stopped at step {step} of {self.total_steps}; checkpoint written to "
+                                      f"{ctx.run.ckpt_dir / f'step-{step}'}",
+                                      hint="continue with --resume last (or --resume auto)")
+                label = self._enter_phases(step, bar)
+                phase = self.phases[phase_at(self.phases, step)]
+                epoch, step_in_epoch = divmod(step, self.steps_per_epoch)
+                if epoch != order_epoch:
+                    order, order_epoch = epoch_order(len(self.train_labels), seed=cfg.seed, epoch=epoch), epoch
+                lr = phase_lr(phase, step, cfg.train.lr, cfg.train.schedule)
+                loss, correct = self._step(step, order, step_in_epoch, lr)
+                self.running["loss_sum"] += loss.double() * self.local_batch
+                self.running["correct"] += correct
+                self.running["seen"] += self.local_batch
+                done = step + 1
+                if bar.wants_update():
+                    bar.update(done, stage=label, loss=float(self.running["loss_sum"]) / self.running["seen"])
+                if done % self.steps_per_epoch == 0 or done == self.total_steps:
+                    self._end_epoch(epoch, done, lr, label, time.perf_counter() - epoch_started, bar)
+                    epoch_started = time.perf_counter()
+                if self._checkpoint_due(done, last_checkpoint):
+                    self._checkpoint(done)
+                    last_checkpoint = time.perf_counter()
+            self._enter_phases(self.total_steps, bar)  # schedules of 0 steps (8-bit, no QAT) switch on here
+            bar.update(self.total_steps)
+
+    def _step(self, step: int, order: torch.Tensor, step_in_epoch: int, lr: float):
+        cfg, ctx = self.cfg, self.ctx
+        seed_step(cfg.seed, step, ctx.dist.rank, ctx.device)
+        idx = step_indices(order, step_in_epoch, batch_size=cfg.train.batch_size, rank=ctx.dist.rank,
+                           world_size=ctx.dist.world_size).to(ctx.device)
+        images = self.train_images[idx].float().div_(255)
+        labels = self.train_labels[idx]
+        if self.augment != "none":
+            images = crop_flip(images, padding=crop_padding(images.shape[-1]), flip=self.augment == "crop-flip",
+                               generator=generator(cfg.seed, step), global_batch=cfg.train.batch_size,
+                               start=ctx.dist.rank * self.local_batch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        logits = self.train_model(images)
+        loss = distillation_loss(logits, labels, self._teacher_logits(images), weight=cfg.kd.weight,
+                                 temperature=cfg.kd.temperature)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), (logits.detach().argmax(1) == labels).sum()
+
+    def _teacher_logits(self, images: torch.Tensor) -> torch.Tensor | None:
+        if self.cfg.kd.weight <= 0:
+            return None
+        with torch.no_grad():
+            return self.teacher(images)
+
+    def _end_epoch(self, epoch: int, step: int, lr: float, label: str, seconds: float, bar) -> None:
+        device = self.ctx.device
+        totals = torch.stack([self.running["loss_sum"], self.running["correct"].double(),
+                              torch.tensor(float(self.running["seen"]), dtype=torch.float64, device=device)])
+        if self.ctx.dist.enabled:
+            torch.distributed.all_reduce(totals)
+        loss_sum, correct, seen = totals.tolist()
+        record = {"step": step, "epoch": epoch + 1, "stage": label, "lr": lr, "train_loss": loss_sum / seen,
+                  "train_accuracy": correct / seen, "samples_per_s": seen / max(seconds, 1e-9)}
+        if self.splits.val is not None:
+            val = self._evaluate(self.student, self.splits.val)
+            record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+            self.train_model.train()
+        self.ctx.run.append_metrics(record)
+        summary = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in record.items() if k not in ("step", "epoch", "stage"))
+        bar.line(f"epoch {epoch + 1}/{self.total_steps // self.steps_per_epoch or 1}  [{label}]  {summary}")
+        self._reset_running()
+
+    def _reset_running(self, loss_sum: float = 0.0, correct: int = 0, seen: int = 0) -> None:
+        device = self.ctx.device
+        self.running = {"loss_sum": torch.tensor(loss_sum, dtype=torch.float64, device=device),
+                        "correct": torch.tensor(correct, dtype=torch.int64, device=device), "seen": seen}
+
+    def _checkpoint_due(self, done: int, last_checkpoint: float) -> bool:
+        train = self.cfg.train
+        if done == self.total_steps:
+            return True
+        if train.ckpt_every:
+            return done % train.ckpt_every == 0
+        return time.perf_counter() - last_checkpoint >= 60 * train.ckpt_minutes
+
+    def _checkpoint(self, step: int) -> None:
+        if not self.ctx.dist.is_main:
+            return
+        state = {"step": step, "total_steps": self.total_steps, "optimizer": self.optimizer.state_dict(),
+                 "running": {"loss_sum": float(self.running["loss_sum"]),
+                             "correct": int(self.running["correct"]), "seen": self.running["seen"]}}
+        self.ctx.run.save_checkpoint(step, self.student.state_dict(), state,
+                                     keep=self.cfg.train.keep_checkpoints)
+
+    # ------------------------------------------------------------ results
+
+    def _evaluate(self, model, dataset) -> dict:
+        return evaluate_classifier(model, dataset, batch_size=self.cfg.train.eval_batch_size,
+                                   device=self.ctx.device, dist=self.ctx.dist)
+
+    def evaluate(self) -> dict:
+        cfg = self.cfg
+        deployed = build_from_spec(self.source.model.spec)
+        to_deployed_form(deployed, self.plan)
+        self.student.eval()
+        fill_deployed(deployed, self.student.cpu(), self.plan)
+        self.student.to(self.ctx.device)
+        tensors = deployed_tensors(deployed, self.plan)
+        quantization = {"method": self.settings.name, "bits": cfg.quant.bits, "act_bits": cfg.act_bits(),
+                        "settings": self.settings.describe(), "schedule": [
+                            {"label": p.label, "steps": p.steps, "layers": len(p.weight_layers)} for p in self.phases]}
+        config = to_dict(cfg)
+        self.files, self.card = quantized_artifact(
+            deployed, tensors, plan=self.plan, quantization=quantization,
+            task={"data": dataclasses.asdict(self.data_spec), "class_names": self.splits.train.class_names},
+            parent=self.source.parent, config=config, config_sha256=config_hash(cfg), metrics={},
+            primary_metric=PRIMARY_METRIC, extra={"run_dir": str(self.ctx.run.path)})
+        # Score the network exactly as it will be loaded from the artifact.
+        loaded = deployed_from_bytes(self.card, self.files[WEIGHTS_FILE], "the new artifact")
+        test = self._evaluate(loaded.to(self.ctx.device), self.splits.test)
+        shadow = self._evaluate(self.student, self.splits.test)
+        teacher = self._evaluate(self.teacher, self.splits.test)
+        size = len(self.files[WEIGHTS_FILE])
+        metrics = {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "test_images": test["count"],
+                   "fp_test_accuracy": teacher["accuracy"], "accuracy_gap": teacher["accuracy"] - test["accuracy"],
+                   "shadow_test_accuracy": shadow["accuracy"], "size_bytes": size,
+                   "fp_size_bytes": self.source.fp_bytes, "size_ratio": self.source.fp_bytes / size,
+                   "quantized_layers": len(self.layers), "bits": cfg.quant.bits, "act_bits": cfg.act_bits()}
+        self.card["metrics"] = metrics
+        return metrics
+
+    def save(self, metrics: dict) -> ArtifactRecord:
+        self.card["metrics"] = metrics
+        return self.ctx.registry.save(self.cfg.artifact_name(), files=self.files, card=self.card)
+
+
+def distillation_loss(logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None, *,
+                      weight: float, temperature: float) -> torch.Tensor:
+    """(1 - weight) * CE(logits, labels) + weight * T^2 * KL(softmax(teacher / T) || softmax(logits / T))."""
+    ce = F.cross_entropy(logits, labels)
+    if teacher_logits is None or weight <= 0:
+        return ce
+    kl = F.kl_div(F.log_softmax(logits / temperature, dim=1), F.log_softmax(teacher_logits / temperature, dim=1),
+                  reduction="batchmean", log_target=True)
+    return (1 - weight) * ce + weight * temperature ** 2 * kl
+
+
+def _augment_mode(augment: str, dataset: str) -> str:
+    if augment != "auto":
+        return augment
+    return "crop-flip" if dataset_info(dataset).flip_ok else "crop"

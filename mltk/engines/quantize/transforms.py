@@ -1,0 +1,308 @@
+"""BiTAT's per-layer transform and the importance-weighted binarization it drives.
+
+What the paper says (abstract; the method section could not be read here):
+each layer's weights get an orthonormal transformation, from an
+input-dependent correlation matrix and an importance vector that are
+trained, "such that each weight is disentangled from the others", and the
+weights are then quantized "based on their importance".
+
+mltk's interpretation (ours, not verified against the paper). For a layer
+that computes ``y = W x`` on its (binarized) inputs ``x``, the output error
+of replacing ``W`` by ``alpha * B`` (B in {-1, +1}, alpha per output) is::
+
+    E ||(W - alpha B) x||^2 = sum_rows (w - alpha b)^T C (w - alpha b),   C = E[x x^T] = U diag(lam) U^T
+
+In the eigenbasis ``U`` of the input correlation the error splits into
+independent terms, one per direction, each weighted by its eigenvalue: ``U``
+is the orthonormal transform that disentangles the weights and ``lam`` the
+importance vector. Plain XNOR binarization (``b = sign(w)``,
+``alpha = mean |w|``) is optimal only when ``C`` is the identity; with
+correlated inputs (neighbouring pixels of a depthwise 3x3 patch, channels
+that fire together) it is not. Importance-weighted binarization instead
+
+* starts from ``b = sign(w)`` and improves the codes by iterated
+  conditional modes on the C-weighted error (``b <- sign(C w - alpha (C -
+  diag C) b)``, a candidate kept per output only when its error is lower),
+* sets each output's scale to the C-weighted least-squares optimum
+  ``alpha = sum b^T C w / sum b^T C b``.
+
+The deployed layer is still ``alpha * conv(sign(x), B)``: the transform is
+absorbed into the codes and scales ("aggregated"), so inference stays binary
+and the artifact does not need to carry it. With ``C = I`` this is exactly
+XNOR-Net's binarization, which makes the identity transform the baseline of
+the comparison.
+
+Transform variants (``bitat.transform``):
+
+* ``identity``: C = I (XNOR codes and scales);
+* ``pca``: U and lam from the eigendecomposition of the second moment of the
+  layer's binarized inputs, measured on the network whose lower layers are
+  already quantized (the progressive schedule calls :meth:`set_statistics`);
+* ``learned``: starts from ``pca``; U = U0 R with R orthonormal by
+  construction (Cayley transform or matrix exponential of a skew-symmetric
+  parameter) and lam = lam0 exp(l), both trained with the task loss.
+
+Layouts. A conv weight [O, I/g, kh, kw] is viewed as rows of length d that
+one correlation matrix acts on: for dense and pointwise convs a row is one
+output's weights over the input channels at one kernel position (d = I/g,
+one C per group, shared by the kh*kw positions); for depthwise convs a row is
+one channel's kh*kw kernel (d = kh*kw, one C per channel, from that
+channel's patches). Linear layers are a 1x1 conv.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mltk.engines.quantize.quantizers import binary_sign
+
+TRANSFORMS = ("identity", "pca", "learned")
+PARAMETERIZATIONS = ("cayley", "expm")
+_EPS = 1e-12
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightLayout:
+    """How a weight maps to rows [G, O, P, d] that a correlation [G, d, d] acts on.
+
+    G groups (conv groups, or channels for a depthwise conv), O outputs per
+    group, P rows per output (kernel positions in channel mode, 1 in spatial
+    mode), d the row length.
+    """
+
+    mode: Literal["channel", "spatial"]
+    groups: int
+    outputs: int
+    positions: int
+    dim: int
+    weight_shape: tuple[int, ...]
+
+    @classmethod
+    def of(cls, layer: nn.Module) -> WeightLayout:
+        shape = tuple(layer.weight.shape)
+        if isinstance(layer, nn.Linear):
+            return cls("channel", 1, shape[0], 1, shape[1], shape)
+        out, in_per_group, kh, kw = shape
+        groups = layer.groups
+        if in_per_group == 1 and kh * kw > 1:
+            return cls("spatial", groups, out // groups, 1, kh * kw, shape)
+        return cls("channel", groups, out // groups, kh * kw, in_per_group, shape)
+
+    def view(self, weight: Tensor) -> Tensor:
+        """weight (its own shape) -> [G, O, P, d]."""
+        groups, outputs, dim = self.groups, self.outputs, self.dim
+        if self.mode == "spatial":
+            return weight.reshape(groups, outputs, 1, dim)
+        return weight.reshape(groups, outputs, dim, self.positions).transpose(2, 3)
+
+    def unview(self, rows: Tensor) -> Tensor:
+        """[G, O, P, d] -> the weight's own shape."""
+        if self.mode == "spatial":
+            return rows.reshape(self.weight_shape)
+        return rows.transpose(2, 3).reshape(self.weight_shape)
+
+
+# ---------------------------------------------------------------- input statistics
+
+
+@torch.no_grad()
+def input_second_moment(x: Tensor, layer: nn.Module, layout: WeightLayout) -> tuple[Tensor, int]:
+    """(sum over samples of x x^T as float64 [G, d, d], number of samples) for ``layer``'s input ``x``.
+
+    x: [B, I] for a Linear, [B, I, H, W] for a conv. Channel mode counts every
+    pixel as a sample of the I/g input channels; spatial mode counts every
+    patch the conv sees (with its padding, stride and dilation).
+    """
+    G, d = layout.groups, layout.dim
+    if isinstance(layer, nn.Linear):
+        rows = x.reshape(-1, 1, d).double()
+        return torch.einsum("ngd,nge->gde", rows, rows), rows.shape[0]
+    if layout.mode == "channel":
+        rows = x.double().reshape(x.shape[0], G, d, -1)
+        return torch.einsum("bgdl,bgel->gde", rows, rows), rows.shape[0] * rows.shape[-1]
+    patches = F.unfold(x, layer.kernel_size, dilation=layer.dilation, padding=layer.padding,
+                       stride=layer.stride).double()
+    patches = patches.reshape(x.shape[0], G, d, -1)
+    return torch.einsum("bgdl,bgel->gde", patches, patches), patches.shape[0] * patches.shape[-1]
+
+
+# ---------------------------------------------------------------- orthonormal parameterizations
+
+
+def skew(param: Tensor) -> Tensor:
+    """[..., d, d] -> the skew-symmetric A = P - P^T."""
+    return param - param.transpose(-1, -2)
+
+
+def cayley(a: Tensor) -> Tensor:
+    """Skew-symmetric A [..., d, d] -> orthonormal (I + A)^-1 (I - A)."""
+    eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device).expand_as(a)
+    return torch.linalg.solve(eye + a, eye - a)
+
+
+def orthonormal(param: Tensor, parameterization: str) -> Tensor:
+    """An orthonormal matrix [..., d, d] from an unconstrained parameter of the same shape."""
+    if parameterization == "cayley":
+        return cayley(skew(param))
+    if parameterization == "expm":
+        return torch.linalg.matrix_exp(skew(param))
+    raise ValueError(f"unknown parameterization {parameterization!r}; expected one of {PARAMETERIZATIONS}")
+
+
+class CorrelationTransform(nn.Module):
+    """One layer's input correlation as an orthonormal basis and an importance vector.
+
+    ``correlation()`` -> C [G, d, d] = U diag(lam) U^T, or None for the
+    identity transform. ``basis``/``importance`` buffers hold the PCA of the
+    measured second moment; a learned transform multiplies the basis by an
+    orthonormal R(skew_param) and the importance by exp(log_importance).
+    """
+
+    def __init__(self, layout: WeightLayout, *, kind: str, parameterization: str = "cayley"):
+        super().__init__()
+        if kind not in TRANSFORMS:
+            raise ValueError(f"unknown transform {kind!r}; expected one of {TRANSFORMS}")
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"unknown parameterization {parameterization!r}; expected one of {PARAMETERIZATIONS}")
+        self.kind = kind
+        self.parameterization = parameterization
+        G, d = layout.groups, layout.dim
+        if kind == "identity":
+            return
+        self.register_buffer("basis", torch.eye(d).repeat(G, 1, 1))
+        self.register_buffer("importance", torch.ones(G, d))
+        if kind == "learned":
+            self.rotation_param = nn.Parameter(torch.zeros(G, d, d))
+            self.log_importance = nn.Parameter(torch.zeros(G, d))
+
+    @torch.no_grad()
+    def set_statistics(self, second_moment: Tensor) -> None:
+        """Set U and lam from E[x x^T] [G, d, d] (eigenvalues floored, scaled to mean 1)."""
+        if self.kind == "identity":
+            return
+        moment = 0.5 * (second_moment + second_moment.transpose(-1, -2)).double()
+        eigenvalues, eigenvectors = torch.linalg.eigh(moment)
+        top = eigenvalues.amax(dim=-1, keepdim=True).clamp_min(_EPS)
+        eigenvalues = eigenvalues.clamp_min(1e-4 * top)
+        eigenvalues = eigenvalues / eigenvalues.mean(dim=-1, keepdim=True)
+        self.basis.copy_(eigenvectors.to(self.basis.dtype))
+        self.importance.copy_(eigenvalues.to(self.importance.dtype))
+
+    def rotation(self) -> Tensor:
+        """The orthonormal transform U [G, d, d] (columns are directions)."""
+        if self.kind == "identity":
+            raise RuntimeError("the identity transform has no stored basis")
+        if self.kind == "learned":
+            return self.basis @ orthonormal(self.rotation_param, self.parameterization)
+        return self.basis
+
+    def importance_vector(self) -> Tensor:
+        """lam [G, d], positive."""
+        if self.kind == "learned":
+            return self.importance * torch.exp(self.log_importance)
+        return self.importance
+
+    def correlation(self) -> Tensor | None:
+        if self.kind == "identity":
+            return None
+        u = self.rotation()
+        return (u * self.importance_vector().unsqueeze(-2)) @ u.transpose(-1, -2)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}" + (f", parameterization={self.parameterization}"
+                                      if self.kind == "learned" else "")
+
+
+# ---------------------------------------------------------------- binarization
+
+
+def _fit_scales(codes: Tensor, rows: Tensor, c_rows: Tensor, correlation: Tensor | None):
+    """(alpha [G, O], numerator, denominator, C codes) of least-squares scales for fixed codes."""
+    if correlation is None:
+        c_codes = codes
+    else:
+        c_codes = codes @ correlation.unsqueeze(1)
+    numerator = (codes * c_rows).sum(dim=(-1, -2))
+    denominator = (codes * c_codes).sum(dim=(-1, -2)).clamp_min(_EPS)
+    return numerator / denominator, numerator, denominator, c_codes
+
+
+def importance_binarize(rows: Tensor, correlation: Tensor | None, *, refine_iters: int) -> tuple[Tensor, Tensor]:
+    """Binary codes and per-output scales minimising the C-weighted error of ``rows``.
+
+    rows: [G, O, P, d] (a weight in :class:`WeightLayout` view); correlation:
+    [G, d, d] or None (identity). Returns (codes [G, O, P, d] in {-1, +1},
+    detached; alpha [G, O], differentiable in rows and correlation).
+    """
+    codes = binary_sign(rows.detach())
+    if correlation is None:
+        alpha, *_ = _fit_scales(codes, rows, rows, None)
+        return codes, alpha
+    c_rows = rows @ correlation.unsqueeze(1)
+    with torch.no_grad():
+        c_rows_d, corr_d = c_rows.detach(), correlation.detach()
+        diagonal = torch.diagonal(corr_d, dim1=-2, dim2=-1).unsqueeze(1).unsqueeze(1)  # [G, 1, 1, d]
+        alpha, numerator, denominator, c_codes = _fit_scales(codes, rows.detach(), c_rows_d, corr_d)
+        # minimising sum (w - a b)^T C (w - a b) over a leaves -numerator^2 / denominator
+        error = -numerator.square() / denominator
+        for _ in range(refine_iters):
+            off_diagonal = c_codes - diagonal * codes
+            candidate = binary_sign(c_rows_d - alpha[..., None, None] * off_diagonal)
+            cand_alpha, cand_num, cand_den, cand_c = _fit_scales(candidate, rows.detach(), c_rows_d, corr_d)
+            cand_error = -cand_num.square() / cand_den
+            better = cand_error < error
+            if not bool(better.any()):
+                break
+            keep = better[..., None, None]
+            codes = torch.where(keep, candidate, codes)
+            c_codes = torch.where(keep, cand_c, c_codes)
+            alpha = torch.where(better, cand_alpha, alpha)
+            error = torch.where(better, cand_error, error)
+    alpha, *_ = _fit_scales(codes, rows, c_rows, correlation)
+    return codes, alpha
+
+
+def weighted_error(weight: Tensor, binarized: Tensor, layout: WeightLayout, correlation: Tensor | None) -> Tensor:
+    """sum over rows of (w - w_hat)^T C (w - w_hat), a scalar (C = I when None)."""
+    diff = layout.view(weight - binarized)
+    if correlation is None:
+        return diff.square().sum()
+    return (diff * (diff @ correlation.unsqueeze(1))).sum()
+
+
+class BinaryWeightQuantizer(nn.Module):
+    """weight -> alpha * B of the same shape, with a straight-through gradient.
+
+    Forward value: codes B and per-output scales alpha from
+    :func:`importance_binarize` under this layer's transform. Backward: the
+    latent weight gets the identity gradient where |w| <= 1 (ReActNet's
+    clipped STE) plus the gradient through alpha; a learned transform gets its
+    gradient through alpha.
+    """
+
+    def __init__(self, layout: WeightLayout, *, transform: CorrelationTransform, refine_iters: int = 3):
+        super().__init__()
+        self.layout = layout
+        self.transform = transform
+        self.refine_iters = refine_iters
+
+    def _codes_alpha(self, weight: Tensor) -> tuple[Tensor, Tensor]:
+        return importance_binarize(self.layout.view(weight), self.transform.correlation(),
+                                   refine_iters=self.refine_iters)
+
+    def forward(self, weight: Tensor) -> Tensor:
+        codes, alpha = self._codes_alpha(weight)
+        binarized = self.layout.unview(codes * alpha[..., None, None])
+        clipped = weight.clamp(-1, 1)
+        return binarized + clipped - clipped.detach()
+
+    @torch.no_grad()
+    def codes_and_scale(self, weight: Tensor) -> tuple[Tensor, Tensor]:
+        """(codes in {-1, +1} of weight's shape, alpha [O]): what a deployed layer stores."""
+        codes, alpha = self._codes_alpha(weight)
+        return self.layout.unview(codes), alpha.reshape(-1).clone()

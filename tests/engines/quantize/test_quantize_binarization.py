@@ -1,0 +1,134 @@
+"""The binarized layer computes sign-and-scale; BiTAT's transform is orthonormal and lowers the weighted error."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mltk.engines.quantize.layers import QuantizedLayer, make_act_quantizer
+from mltk.engines.quantize.quantizers import binary_sign, ste_sign
+from mltk.engines.quantize.transforms import (
+    BinaryWeightQuantizer,
+    CorrelationTransform,
+    WeightLayout,
+    importance_binarize,
+    input_second_moment,
+    weighted_error,
+)
+
+
+def _binary_layer(conv: nn.Module, *, kind: str = "identity", act: str = "sign") -> QuantizedLayer:
+    layout = WeightLayout.of(conv)
+    quantizer = BinaryWeightQuantizer(layout, transform=CorrelationTransform(layout, kind=kind))
+    channels = conv.in_features if isinstance(conv, nn.Linear) else conv.in_channels
+    layer = QuantizedLayer(conv, weight_quantizer=quantizer,
+                           act_quantizer=make_act_quantizer(act, channels, ste="clipped", act_bits=1),
+                           bits=1, act_bits=1)
+    layer.act_on.fill_(True)
+    layer.weight_on.fill_(True)
+    return layer
+
+
+@pytest.mark.parametrize("conv", [nn.Conv2d(6, 4, 3, padding=1, bias=True), nn.Conv2d(6, 6, 3, padding=1, groups=6),
+                                  nn.Conv2d(6, 8, 1), nn.Conv2d(6, 4, 3, stride=2, groups=2)],
+                         ids=["dense", "depthwise", "pointwise", "grouped"])
+def test_xnor_layer_output_equals_the_reference_sign_and_scale(conv):
+    torch.manual_seed(0)
+    layer = _binary_layer(conv)
+    x = torch.randn(2, 6, 7, 7)
+    w = conv.weight
+    alpha = w.abs().mean(dim=(1, 2, 3), keepdim=True)  # XNOR-Net: mean |w| per output channel
+    reference = F.conv2d(torch.where(x >= 0, 1.0, -1.0), alpha * torch.where(w >= 0, 1.0, -1.0), conv.bias,
+                         conv.stride, conv.padding, conv.dilation, conv.groups)
+    assert torch.allclose(layer(x), reference, atol=1e-5)
+
+
+def test_linear_layer_and_off_switches():
+    torch.manual_seed(0)
+    linear = nn.Linear(10, 3)
+    layer = _binary_layer(linear)
+    x = torch.randn(4, 10)
+    w = linear.weight
+    reference = F.linear(binary_sign(x), w.abs().mean(1, keepdim=True) * binary_sign(w), linear.bias)
+    assert torch.allclose(layer(x), reference, atol=1e-5)
+    layer.act_on.fill_(False)
+    layer.weight_on.fill_(False)
+    assert torch.allclose(layer(x), linear(x))  # switched off: exactly the float layer
+
+
+def test_sign_maps_zero_to_plus_one_and_stes_differ():
+    x = torch.tensor([-2.0, -0.5, 0.0, 0.5, 2.0], requires_grad=True)
+    assert ste_sign(x).tolist() == [-1, -1, 1, 1, 1]
+    ste_sign(x, "clipped").sum().backward()
+    assert x.grad.tolist() == [0, 1, 1, 1, 0]
+    x.grad = None
+    ste_sign(x, "approx").sum().backward()
+    assert x.grad.tolist() == [0, 1, 2, 1, 0]
+
+
+def _correlated_binary_inputs(n: int, rho: float, samples: int = 4000) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(1)
+    idx = torch.arange(n).float()
+    cov = rho ** (idx[:, None] - idx[None]).abs()
+    chol = torch.linalg.cholesky(cov + 1e-6 * torch.eye(n))
+    return binary_sign(torch.randn(samples, n, generator=gen) @ chol.T + 0.3)
+
+
+def test_importance_weighted_binarization_lowers_the_output_error_on_correlated_inputs():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1, 64, 3)  # 64 outputs, rows of length 9
+    x = _correlated_binary_inputs(9, rho=0.8).reshape(-1, 1, 3, 3)
+    layout = WeightLayout.of(conv)
+    moment, count = input_second_moment(x, conv, layout)
+    correlation = (moment / count).float()
+    transform = CorrelationTransform(layout, kind="pca")
+    transform.set_statistics(moment / count)
+    assert torch.allclose(transform.correlation(), correlation, atol=1e-4)  # U diag(lam) U^T rebuilds C (scaled)
+    rows = layout.view(conv.weight.detach())
+    xnor_codes, xnor_alpha = importance_binarize(rows, None, refine_iters=0)
+    codes, alpha = importance_binarize(rows, correlation, refine_iters=3)
+    xnor = layout.unview(xnor_codes * xnor_alpha[..., None, None])
+    ours = layout.unview(codes * alpha[..., None, None])
+    w = conv.weight.detach()
+    # the measured output error E||(W - W_hat) x||^2 on the inputs themselves
+    err_xnor = (F.conv2d(x, w) - F.conv2d(x, xnor)).square().mean()
+    err_ours = (F.conv2d(x, w) - F.conv2d(x, ours)).square().mean()
+    assert err_ours < 0.8 * err_xnor
+    assert weighted_error(w, ours, layout, correlation) < weighted_error(w, xnor, layout, correlation)
+    assert set(codes.unique().tolist()) <= {-1.0, 1.0}
+
+
+def test_identity_correlation_reproduces_xnor_exactly():
+    torch.manual_seed(0)
+    rows = torch.randn(2, 5, 9, 4)
+    codes, alpha = importance_binarize(rows, torch.eye(4).repeat(2, 1, 1), refine_iters=3)
+    assert torch.equal(codes, binary_sign(rows))
+    assert torch.allclose(alpha, rows.abs().mean(dim=(-1, -2)), atol=1e-6)
+
+
+@pytest.mark.parametrize("parameterization", ["cayley", "expm"])
+def test_learned_transform_stays_orthonormal_after_training_steps(parameterization):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(12, 8, 1)
+    layout = WeightLayout.of(conv)
+    transform = CorrelationTransform(layout, kind="learned", parameterization=parameterization)
+    x = binary_sign(torch.randn(16, 12, 4, 4) + torch.randn(16, 1, 4, 4))  # channels share a common factor
+    moment, count = input_second_moment(x, conv, layout)
+    transform.set_statistics(moment / count)
+    quantizer = BinaryWeightQuantizer(layout, transform=transform)
+    optimizer = torch.optim.Adam([*transform.parameters(), conv.weight], lr=0.1)
+    start = transform.rotation().detach().clone()
+    for _ in range(10):
+        target = torch.randn(16, 8, 4, 4)
+        loss = (F.conv2d(x, quantizer(conv.weight)) - target).square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    u = transform.rotation().detach()
+    assert not torch.allclose(u, start, atol=1e-3), "the transform was trained"
+    eye = torch.eye(12).expand_as(u)
+    assert torch.allclose(u.transpose(-1, -2) @ u, eye, atol=1e-5)
+    assert torch.allclose(u @ u.transpose(-1, -2), eye, atol=1e-5)
+    assert bool((transform.importance_vector() > 0).all())

@@ -1,0 +1,148 @@
+"""``mltk quantize`` through the real entry point: artifact, deployed eval, show, export, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mltk.core.registry import Registry
+from mltk.core.tensor_files import load_safetensors
+
+QUICK = ["train.epochs=2", "calibration.images=128"]
+
+
+@pytest.mark.filterwarnings("ignore:.*torch.jit.*:FutureWarning")
+def test_bitat_artifact_is_packed_and_eval_runs_the_deployed_network(cli, fp_digits, mltk_env):
+    result = cli("quantize", str(fp_digits), *QUICK, "--format", "json")
+    assert result.code == 0, result.stderr
+    out = result.json()
+    ref, metrics = out["artifact"], out["metrics"]
+    assert ref == "fp-convnet-w1a1-bitat:1"
+    assert "stage 1/2" in result.stderr and "stage 2/2" in result.stderr  # progress names the stage
+    # the deployed network scores exactly what the float shadow scores
+    assert metrics["test_accuracy"] == pytest.approx(metrics["shadow_test_accuracy"], abs=1 / 360)
+
+    evaluated = cli("eval", ref, "--format", "json")
+    assert evaluated.code == 0, evaluated.stderr
+    assert evaluated.json()["metrics"]["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-12)
+
+    card = cli("show", ref, "--format", "json").json()["card"]
+    assert card["kind"] == "binarized-classifier"
+    assert card["lineage"] == {"parent": str(fp_digits), "relation": "quantized"}
+    plan = card["quantization"]["plan"]
+    assert [layer["name"] for layer in plan["layers"]] == ["net.features.4", "net.features.8"]
+    assert {k["name"] for k in plan["full_precision"]} == {"net.features.0", "net.classifier"}
+    bits = card["tensor_bits"]
+    assert bits["net.features.4.weight_packed"] == 1 and bits["net.classifier.weight"] == 32
+
+    # on disk: one bit per binarized weight, no float copy of those weights anywhere
+    record = Registry().resolve(ref)
+    tensors, _ = load_safetensors(record.file("model.safetensors"))
+    packed = tensors["net.features.4.weight_packed"]
+    assert packed.dtype == torch.uint8 and packed.numel() == 16 * 16 * 9 // 8
+    assert not any(key.endswith("features.4.weight") for key in tensors)
+
+    exported = cli("export", ref, "-o", str(mltk_env / "exported"), "--format", "torchscript")
+    assert exported.code == 0, exported.stderr
+    scripted = torch.jit.load(exported.stdout.strip())
+    assert scripted(torch.rand(3, 1, 8, 8)).shape == (3, 10)
+
+    copied = cli("export", ref, "-o", str(mltk_env / "copied"))  # the artifact's own files, as a reference
+    assert copied.code == 0, copied.stderr
+    from_folder = cli("eval", str(mltk_env / "copied"), "--format", "json")
+    assert from_folder.code == 0, from_folder.stderr
+    assert from_folder.json()["metrics"]["accuracy"] == evaluated.json()["metrics"]["accuracy"]
+
+
+def test_eight_bit_post_training_loses_under_half_a_point_on_digits(cli, fp_digits):
+    result = cli("quantize", str(fp_digits), "--bits", "8", "--format", "json")
+    assert result.code == 0, result.stderr
+    metrics = result.json()["metrics"]
+    assert metrics["bits"] == 8 and metrics["act_bits"] == 32
+    assert metrics["accuracy_gap"] < 0.005, metrics
+    card = cli("show", result.json()["artifact"], "--format", "json").json()["card"]
+    assert card["kind"] == "quantized-classifier"
+    assert card["tensor_bits"]["net.features.4.weight_packed"] == 8
+
+
+@pytest.mark.parametrize("method", ["xnor", "reactnet"])
+def test_baselines_run_with_the_same_budget(cli, fp_digits, method):
+    result = cli("quantize", str(fp_digits), "--method", method, "train.epochs=1", "calibration.images=128",
+                 "--format", "json")
+    assert result.code == 0, result.stderr
+    out = result.json()
+    assert out["artifact"] == f"fp-convnet-w1a1-{method}:1"
+    if method == "reactnet":
+        assert "step 1: binary activations, float weights" in result.stderr
+    assert 0.0 <= out["metrics"]["test_accuracy"] <= 1.0
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_unsupported_bits_is_a_usage_error(cli, fp_digits):
+    result = cli("quantize", str(fp_digits), "--bits", "3")
+    assert result.code == 2
+    assert "quant.bits: 3 is not supported; choose 1 (binary), 2, 4 or 8" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_pickled_whole_model_is_refused_with_how_to_save_a_state_dict(cli, mltk_env):
+    path = mltk_env / "whole.pt"
+    torch.save(torch.nn.Sequential(torch.nn.Linear(2, 2)), path)
+    result = cli("quantize", str(path), "--data", "digits")
+    assert result.code == 3
+    assert "torch.save(model.state_dict(), 'model.pt')" in result.stderr
+
+
+def test_unknown_architecture_keys_list_the_nearest_known(cli, mltk_env):
+    path = mltk_env / "odd.pt"
+    torch.save({"features.0.0.weight": torch.zeros(16, 1, 3, 3), "head.weight": torch.zeros(10, 16)}, path)
+    result = cli("quantize", str(path), "--data", "digits")
+    assert result.code == 2
+    assert "unknown architecture keys" in result.stderr and "nearest known: " in result.stderr
+    assert "mobilenet" in result.stderr
+
+
+def test_a_model_without_quantizable_layers_is_refused(cli, mltk_env):
+    from mltk.nn import build_model
+
+    path = mltk_env / "shallow.pt"
+    torch.save(build_model("convnet", num_classes=10, in_channels=1, image_size=8, width=4, depth=1).state_dict(),
+               path)
+    result = cli("quantize", str(path), "--data", "digits")
+    assert result.code == 2
+    assert "no quantizable layers" in result.stderr and "first layer (stem)" in result.stderr
+
+
+def test_a_bare_state_dict_needs_data(cli, mltk_env):
+    from mltk.nn import build_model
+
+    path = mltk_env / "convnet.pt"
+    torch.save(build_model("convnet", num_classes=10, in_channels=1, image_size=8, width=4).net.state_dict(), path)
+    result = cli("quantize", str(path))
+    assert result.code == 2 and "--data" in result.stderr
+
+
+def test_binary_method_with_multi_bit_weights_is_a_usage_error(cli, fp_digits):
+    result = cli("quantize", str(fp_digits), "--bits", "4", "--method", "xnor")
+    assert result.code == 2 and "--bits 4 uses uniform quantization" in result.stderr
+
+
+def test_foreign_torchvision_state_dict_is_inferred_and_quantized(cli, mltk_env):
+    import torchvision
+
+    path = mltk_env / "mobilenet.pt"
+    net = torchvision.models.mobilenet_v2(num_classes=10, width_mult=0.25)
+    net.features[0][0] = torch.nn.Conv2d(1, 8, 3, padding=1, bias=False)  # 1-channel digits
+    torch.save(net.state_dict(), path)
+    result = cli("quantize", str(path), "--data", "digits", "train.max_steps=2", "calibration.images=64",
+                 "bitat.stages=3", "--format", "json")
+    assert result.code == 0, result.stderr
+    card = cli("show", result.json()["artifact"], "--format", "json").json()["card"]
+    assert card["arch"]["arch"] == "mobilenet_v2"
+    assert card["arch"]["args"]["width_mult"] == 0.25 and card["arch"]["args"]["stem_stride"] == 1
+    assert card["lineage"]["parent"] == "file:mobilenet.pt"
+    json.dumps(card)  # the plan is plain JSON

@@ -1,0 +1,87 @@
+"""The deployed network (packed codes, folded BatchNorm, sign activations) computes what QAT trained."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load as load_bytes
+
+from mltk.core.tensor_files import safetensors_bytes
+from mltk.engines.quantize.calibrate import calibrate_layers
+from mltk.engines.quantize.network import (
+    TrainingOptions,
+    deployed_tensors,
+    fill_deployed,
+    load_deployed_tensors,
+    plan_quantization,
+    quantized_layers,
+    to_deployed_form,
+    to_training_form,
+)
+from mltk.nn import build_from_spec, build_model
+
+
+def _mobilenet(width: float, classes: int = 10):
+    torch.manual_seed(0)
+    return build_model("mobilenet_v2", num_classes=classes, in_channels=3, image_size=32, width_mult=width,
+                       stem_stride=1)
+
+
+def _quantized(model, *, transform: str, act: str = "rsign", activation: str = "rprelu"):
+    plan = plan_quantization(model, image_shape=(3, 32, 32), bits=1, act_bits=1, act_kind=act,
+                             binary_activation=activation)
+    to_training_form(model, plan, TrainingOptions(transform=transform, ste="approx"))
+    return plan
+
+
+def _deploy(model, plan):
+    deployed = build_from_spec(model.spec)
+    to_deployed_form(deployed, plan)
+    fill_deployed(deployed, model, plan)
+    # through the bytes an artifact stores, and back
+    stored = load_bytes(safetensors_bytes(deployed_tensors(deployed, plan)))
+    loaded = build_from_spec(model.spec)
+    to_deployed_form(loaded, plan)
+    load_deployed_tensors(loaded, plan, stored, "test")
+    return loaded.eval()
+
+
+@pytest.mark.parametrize("transform", ["identity", "pca"])
+def test_deployed_mobilenet_reproduces_the_quantized_training_network(transform):
+    model = _mobilenet(0.25)
+    plan = _quantized(model, transform=transform)
+    assert all(layer["folded_bn"] for layer in plan["layers"])  # every binary conv of MobileNetV2 has its BN
+    layers = quantized_layers(model, plan)
+    for layer in layers:
+        layer.act_on.fill_(True)
+    for spec in plan["activations"]:
+        model.get_submodule(spec["name"]).on.fill_(True)
+    images = (torch.rand(64, 3, 32, 32) * 255).to(torch.uint8)
+    calibrate_layers(model, layers, images, batch_size=32, device=torch.device("cpu"))
+    for layer in layers:
+        layer.weight_on.fill_(True)
+        if layer.act_quantizer is not None:  # a learned threshold, as RSign would have after training
+            layer.act_quantizer.threshold.data.uniform_(-0.1, 0.1)
+    model.train()
+    with torch.no_grad():  # give the BatchNorms non-trivial running statistics
+        model(torch.rand(32, 3, 32, 32))
+    model.eval()
+    x = torch.rand(8, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+        got = _deploy(model, plan)(x)
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4), (got - expected).abs().max()
+    # the depthwise convs keep their per-channel spatial transform, the pointwise ones a channel transform
+    modes = {layer.weight_quantizer.layout.mode for layer in layers}
+    assert modes == {"spatial", "channel"}
+
+
+def test_one_bit_mobilenet_v2_is_at_most_a_twelfth_of_the_float_artifact():
+    model = _mobilenet(1.0)
+    float_bytes = len(safetensors_bytes(model.state_dict()))
+    plan = _quantized(model, transform="identity")
+    deployed = build_from_spec(model.spec)
+    to_deployed_form(deployed, plan)
+    fill_deployed(deployed, model.eval(), plan)
+    binary_bytes = len(safetensors_bytes(deployed_tensors(deployed, plan)))
+    assert float_bytes / binary_bytes >= 12, (float_bytes, binary_bytes)

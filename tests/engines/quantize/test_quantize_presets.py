@@ -1,0 +1,26 @@
+"""Every shipped quantize preset resolves, says the command that runs it, and keeps the methods comparable."""
+
+from __future__ import annotations
+
+import pytest
+
+from mltk.core.catalog import preset_path
+from mltk.engines.quantize import quantize_presets, resolve_config
+from mltk.engines.quantize.methods import method_settings
+
+
+@pytest.mark.parametrize("preset", quantize_presets())
+def test_preset_resolves_for_every_method(preset):
+    header = preset_path("quantize", preset).read_text().splitlines()[0]
+    assert header.startswith("# mltk quantize "), "a preset starts with the command that runs it"
+    budgets = set()
+    for method in ("bitat", "xnor", "reactnet"):
+        cfg = resolve_config(preset=preset, overrides=["model.ref=parent", f"quant.method={method}"])
+        assert method_settings(cfg).name == method
+        budgets.add((cfg.train, cfg.kd, cfg.calibration))
+    assert len(budgets) == 1  # a preset is one budget, whatever the method
+
+
+def test_default_names_say_bits_and_method():
+    assert resolve_config(overrides=["model.ref=mbv2-digits:3"]).artifact_name() == "mbv2-digits-w1a1-bitat"
+    assert resolve_config(overrides=["model.ref=/tmp/m.pt", "quant.bits=4"]).artifact_name() == "m-w4a32-uniform"
