@@ -1,8 +1,9 @@
 """torchvision's MobileNetV2 and MobileNetV3, adapted to small and non-RGB inputs.
 
 The networks are torchvision's own classes (subclassed only to add
-``embed``), so their state_dict keys are torchvision's and a torchvision
-checkpoint loads into them unchanged. Two adaptations, both in the stem:
+``embed``, in ``mobilenet_networks``, imported on first build so that
+torchvision does not slow every command's start), so their state_dict keys
+are torchvision's and a torchvision checkpoint loads into them unchanged. Two adaptations, both in the stem:
 
 * ``stem_stride=1`` for 32 px inputs: with the ImageNet stride of 2 the total
   stride of 32 leaves a 1x1 map for a CIFAR image; stride 1 leaves 2x2.
@@ -13,14 +14,14 @@ checkpoint loads into them unchanged. Two adaptations, both in the stem:
 
 from __future__ import annotations
 
-from torch import Tensor, nn
-from torchvision.models import MobileNetV2, MobileNetV3
+from typing import TYPE_CHECKING
 
-# Private in torchvision, but it is the only way to get the V3 block tables
-# into a subclass; tests/nn check our V3 against torchvision's public builder.
-from torchvision.models.mobilenetv3 import _mobilenet_v3_conf
+from torch import nn
 
 from mltk.nn.registry import option_problems_error, register_arch
+
+if TYPE_CHECKING:
+    from mltk.nn.mobilenet_networks import EmbeddingMobileNetV2, EmbeddingMobileNetV3
 
 STEM_STRIDES = (1, 2)
 STEM_HELP = "stem_stride=1 for 32 px inputs"
@@ -44,40 +45,6 @@ def adapt_stem(stem_conv: nn.Conv2d, *, in_channels: int, stride: int) -> nn.Con
     if replacement.bias is not None:
         nn.init.zeros_(replacement.bias)
     return replacement
-
-
-class EmbeddingMobileNetV2(MobileNetV2):
-    """torchvision MobileNetV2 plus ``embed``.
-
-    forward: [B, C, S, S] -> logits [B, num_classes];
-    embed:   [B, C, S, S] -> pooled last feature map [B, last_channel] (1280 at width 1).
-    """
-
-    def embed(self, x: Tensor) -> Tensor:
-        return nn.functional.adaptive_avg_pool2d(self.features(x), 1).flatten(1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.embed(x))
-
-
-class EmbeddingMobileNetV3(MobileNetV3):
-    """torchvision MobileNetV3 plus ``embed``.
-
-    forward: [B, C, S, S] -> logits [B, num_classes];
-    embed:   [B, C, S, S] -> pooled last feature map [B, D] (576 small, 960 large,
-    at width 1). The 1024/1280-wide hidden layer belongs to the classifier head,
-    which is replaced or retrained with the classes, so it is not the embedding.
-    """
-
-    def __init__(self, *, variant: str, num_classes: int, width_mult: float, dropout: float):
-        blocks, last_channel = _mobilenet_v3_conf(variant, width_mult=width_mult)
-        super().__init__(blocks, last_channel, num_classes=num_classes, dropout=dropout)
-
-    def embed(self, x: Tensor) -> Tensor:
-        return self.avgpool(self.features(x)).flatten(1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.embed(x))
 
 
 def _check_options(arch: str, *, width_mult: float, stem_stride: int, dropout: float) -> None:
@@ -113,6 +80,8 @@ def mobilenet_v2(
     dropout: float = 0.2,
 ) -> EmbeddingMobileNetV2:
     _check_options("mobilenet_v2", width_mult=width_mult, stem_stride=stem_stride, dropout=dropout)
+    from mltk.nn.mobilenet_networks import EmbeddingMobileNetV2
+
     net = EmbeddingMobileNetV2(num_classes=num_classes, width_mult=width_mult, dropout=dropout)
     return _with_stem(net, in_channels=in_channels, stem_stride=stem_stride)
 
@@ -133,6 +102,8 @@ def mobilenet_v3_small(
     _check_options(
         "mobilenet_v3_small", width_mult=width_mult, stem_stride=stem_stride, dropout=dropout
     )
+    from mltk.nn.mobilenet_networks import EmbeddingMobileNetV3
+
     net = EmbeddingMobileNetV3(
         variant="mobilenet_v3_small",
         num_classes=num_classes,
@@ -158,6 +129,8 @@ def mobilenet_v3_large(
     _check_options(
         "mobilenet_v3_large", width_mult=width_mult, stem_stride=stem_stride, dropout=dropout
     )
+    from mltk.nn.mobilenet_networks import EmbeddingMobileNetV3
+
     net = EmbeddingMobileNetV3(
         variant="mobilenet_v3_large",
         num_classes=num_classes,
