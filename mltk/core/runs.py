@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,23 @@ class RunDir:
         if self.writable and self.ckpt_dir.is_dir():
             for child in self.ckpt_dir.glob(".step-*.tmp"):
                 shutil.rmtree(child, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- when to checkpoint
+
+
+def checkpoint_due(done: int, total: int, *, every_steps: int, every_minutes: float, last_saved: float) -> bool:
+    """Whether a training loop should checkpoint after ``done`` of ``total`` steps.
+
+    Every ``every_steps`` steps when that is set, else once ``every_minutes`` of
+    work is unsaved (``last_saved`` is the ``time.perf_counter()`` of the last
+    checkpoint); always at the end, so a finished run can be resumed or inspected.
+    """
+    if done >= total:
+        return True
+    if every_steps:
+        return done % every_steps == 0
+    return time.perf_counter() - last_saved >= 60 * every_minutes
 
 
 # ---------------------------------------------------------------- finding what to resume

@@ -28,6 +28,7 @@ from mltk.core.device import amp_dtype, autocast
 from mltk.core.errors import ConfigError, Interrupted
 from mltk.core.registry import ArtifactRecord
 from mltk.core.run_recipe import RunContext
+from mltk.core.runs import checkpoint_due
 from mltk.core.seeding import generator, seed_everything, seed_step
 from mltk.data.augment import crop_flip, crop_padding
 from mltk.data.batches import epoch_order, per_rank_batch, step_indices, steps_per_epoch
@@ -150,7 +151,8 @@ class SupervisedRecipe:
                 if end_of_epoch:
                     self._end_epoch(epoch, done, lr, time.perf_counter() - epoch_started, bar)
                     epoch_started = time.perf_counter()
-                if self._checkpoint_due(done, last_checkpoint):
+                if checkpoint_due(done, self.total_steps, every_steps=cfg.train.ckpt_every,
+                                  every_minutes=cfg.train.ckpt_minutes, last_saved=last_checkpoint):
                     self._checkpoint(done)
                     last_checkpoint = time.perf_counter()
             bar.update(self.total_steps)
@@ -204,15 +206,6 @@ class SupervisedRecipe:
         device = self.ctx.device
         self.running = {"loss_sum": torch.tensor(loss_sum, dtype=torch.float64, device=device),
                         "correct": torch.tensor(correct, dtype=torch.int64, device=device), "seen": seen}
-
-    def _checkpoint_due(self, done: int, last_checkpoint: float) -> bool:
-        """Every ``ckpt_every`` steps, else after ``ckpt_minutes`` of training; always at the end."""
-        train = self.cfg.train
-        if done == self.total_steps:
-            return True
-        if train.ckpt_every:
-            return done % train.ckpt_every == 0
-        return time.perf_counter() - last_checkpoint >= 60 * train.ckpt_minutes
 
     def _checkpoint(self, step: int) -> None:
         if not self.ctx.dist.is_main:
