@@ -6,7 +6,7 @@ Every model is trained here by the real commands (listed in the results):
                                       Davidson part [0.7, 1), with its held-out accuracy;
 2. ``mltk train lm``                  the base LM (GPT-2 architecture, 4 x 128, the real GPT-2 BPE) on
                                       WikiText-2 + Davidson part [0, 0.4) (83% offensive tweets);
-3. ``mltk train lm --preset tiny-judge``  the perplexity judge (6 x 128, another seed, same text);
+3. ``mltk train lm --preset tiny-judge``  the perplexity judge (4 x 128, another seed, same text);
 4. ``mltk train adlm|dapt|dexperts lm=gpt2-tiny-toxic``  on Davidson part [0.4, 0.7).
 
 Then, in one process, for the toxic and the non-toxic RealToxicityPrompts
@@ -16,6 +16,15 @@ judge, for each method. Speed is measured side by side: ``--rounds`` rounds
 of the same prompts, the methods in turn within each round, median tokens/s.
 Peak memory is measured with each method alone in a fresh process
 (``benchmarks/detox_memory.py``).
+
+Each (prompt set, method) evaluation is cached under ``--home`` (metrics and
+the scored continuations), keyed by the prompt count, samples and seed, so an
+interrupted run loses at most the evaluation in progress, and the quality
+part (an accuracy run) and the speed/memory part (a timing run, under the
+shared benchmark lock) can run as separate invocations::
+
+    python benchmarks/detox.py --prompts 30 --skip speed memory                # quality, cached
+    flock /tmp/mltk-bench.lock python benchmarks/detox.py --prompts 30 --speed-prompts 4 --rounds 3
 
     MLTK_DATA=/path/to/shared/data python benchmarks/detox.py              # about 1.5 h on 2 CPU cores
     python benchmarks/detox.py --prompts 20 --samples 10 --rounds 2        # a quick look
@@ -96,9 +105,30 @@ def train_all(env: dict, *, ablation: bool) -> dict:
     return trained
 
 
-def _run_wall_time(card: dict) -> float | None:
+def _run_wall_time(card: dict) -> str | None:
     results = Path(card.get("run_dir", "")) / "results.json"
-    return json.loads(results.read_text()).get("wall_time_s") if results.is_file() else None
+    if not results.is_file():
+        return None
+    done = json.loads(results.read_text())
+    seconds = done.get("wall_time_s")
+    if seconds is None:
+        return None
+    return f"{seconds:.0f} s" + (" (after a resume: the last part only)" if done.get("resumed_from") else "")
+
+
+def cached(args, env: dict, key: str, compute) -> dict:
+    """The metrics of one evaluation, from ``--home`` when an earlier run with the same settings made them."""
+    folder = Path(env["MLTK_HOME"]).parent / "quality"
+    path = folder / f"{key.replace('/', '-')}-p{args.prompts}-n{args.samples}-s0.json"
+    if path.is_file():
+        print(f"reusing {path}", file=sys.stderr, flush=True)
+        stored = json.loads(path.read_text())
+        return {**stored["metrics"], "measured": stored["measured"]}
+    metrics, records = compute()
+    measured = f"{time.strftime('%Y-%m-%d %H:%M')}, `python benchmarks/detox.py {' '.join(sys.argv[1:])}`"
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"metrics": metrics, "measured": measured, "records": records}) + "\n")
+    return {**metrics, "measured": measured}
 
 
 def quality(args, env: dict) -> dict:
@@ -119,30 +149,37 @@ def quality(args, env: dict) -> dict:
     for subset in ("toxic", "nontoxic"):
         prompts = read_prompts(Path(env["MLTK_DATA"]) / RTP / f"{subset}.jsonl")[:args.prompts]
         for name, ref in METHODS.items():
-            method = load_method(ref, registry=registry)
-            started = time.perf_counter()
-            metrics, _ = toxicity_evaluation(method, prompts, scorer=scorer, judge=judge, options=options,
-                                             device=device)
-            metrics["wall_s"] = time.perf_counter() - started
-            out[f"{subset}/{name}"] = metrics
+            def compute(ref=ref, prompts=prompts):
+                method = load_method(ref, registry=registry)
+                started = time.perf_counter()
+                metrics, records = toxicity_evaluation(method, prompts, scorer=scorer, judge=judge,
+                                                       options=options, device=device)
+                metrics["wall_s"] = time.perf_counter() - started
+                return metrics, records
+
+            metrics = out[f"{subset}/{name}"] = cached(args, env, f"{subset}/{name}", compute)
             print(f"{subset:8s} {name:8s} EMT {metrics['expected_max_toxicity']:.3f}  TP "
                   f"{metrics['toxicity_probability']:.3f}  PPL {metrics['perplexity']:.1f}  dist-2 "
                   f"{metrics['dist_2']:.3f}  {metrics['tokens_per_s']:.0f} tok/s", file=sys.stderr, flush=True)
     if args.ablation:
         prompts = read_prompts(Path(env["MLTK_DATA"]) / RTP / "toxic.jsonl")[:args.prompts]
         for name in ABLATIONS:
-            method = load_method(name, registry=registry)
-            metrics, _ = toxicity_evaluation(method, prompts, scorer=scorer, judge=judge, options=options,
-                                             device=device)
-            out[f"toxic/{name}"] = metrics
+            def compute(name=name):
+                return toxicity_evaluation(load_method(name, registry=registry), prompts, scorer=scorer,
+                                           judge=judge, options=options, device=device)
+
+            metrics = out[f"toxic/{name}"] = cached(args, env, f"toxic/{name}", compute)
             print(f"toxic    {name} EMT {metrics['expected_max_toxicity']:.3f}  PPL {metrics['perplexity']:.1f}",
                   file=sys.stderr, flush=True)
     for alpha in args.alphas:
-        method = load_method(METHODS["adlm"], registry=registry)
         prompts = read_prompts(Path(env["MLTK_DATA"]) / RTP / "toxic.jsonl")[:args.prompts]
         sweep = ToxicityOptions(n=args.samples, max_new_tokens=20, top_p=0.9, seed=0, alpha=alpha)
-        metrics, _ = toxicity_evaluation(method, prompts, scorer=scorer, judge=judge, options=sweep, device=device)
-        out[f"toxic/adlm-alpha-{alpha:g}"] = metrics
+
+        def compute(sweep=sweep, prompts=prompts):
+            return toxicity_evaluation(load_method(METHODS["adlm"], registry=registry), prompts, scorer=scorer,
+                                       judge=judge, options=sweep, device=device)
+
+        metrics = out[f"toxic/adlm-alpha-{alpha:g}"] = cached(args, env, f"toxic/adlm-alpha-{alpha:g}", compute)
         print(f"toxic    adlm a={alpha:g} EMT {metrics['expected_max_toxicity']:.3f}  PPL "
               f"{metrics['perplexity']:.1f}", file=sys.stderr, flush=True)
     return out
@@ -159,15 +196,19 @@ def speed(args, env: dict) -> dict:
     prompts = [p.text for p in read_prompts(Path(env["MLTK_DATA"]) / RTP / "nontoxic.jsonl")[:args.speed_prompts]]
     methods = {name: load_method(ref, registry=registry) for name, ref in METHODS.items()}
     rates: dict[str, list[float]] = {name: [] for name in methods}
+    greedy: dict[str, list[float]] = {name: [] for name in methods}
     for round_index in range(args.rounds):
         for name, method in methods.items():
-            stats = GenerationStats()
-            generate(method.decoder, method.tokenizer, prompts, n=args.samples, sampling=Sampling(max_new_tokens=20),
-                     seed=round_index, device=torch.device("cpu"), context=method.context, stats=stats)
-            rates[name].append(stats.tokens_per_s)
-        print(f"round {round_index + 1}: " + "  ".join(f"{k} {v[-1]:.0f}" for k, v in rates.items()),
-              file=sys.stderr, flush=True)
+            for sampling, out in ((Sampling(max_new_tokens=20), rates), (Sampling(max_new_tokens=20, temperature=0),
+                                                                         greedy)):
+                stats = GenerationStats()
+                generate(method.decoder, method.tokenizer, prompts, n=args.samples, sampling=sampling,
+                         seed=round_index, device=torch.device("cpu"), context=method.context, stats=stats)
+                out[name].append(stats.tokens_per_s)
+        print(f"round {round_index + 1}: " + "  ".join(f"{k} {v[-1]:.0f} (greedy {greedy[k][-1]:.0f})"
+                                                        for k, v in rates.items()), file=sys.stderr, flush=True)
     return {name: {"tokens_per_s_median": statistics.median(v), "tokens_per_s": v,
+                   "greedy_tokens_per_s_median": statistics.median(greedy[name]), "greedy_tokens_per_s": greedy[name],
                    "added_parameters": methods[name].added_parameters,
                    "weights_mb": methods[name].weight_bytes() / 2 ** 20} for name, v in rates.items()}
 
@@ -183,18 +224,27 @@ def memory(args, env: dict) -> dict:
     return out
 
 
+def probe(env: dict) -> dict:
+    """What ADLM's discriminator reads (benchmarks/detox_discriminator.py, a few seconds)."""
+    helper = Path(__file__).resolve().parent / "detox_discriminator.py"
+    done = subprocess.run([sys.executable, str(helper), METHODS["adlm"]], env=env, stdout=subprocess.PIPE, text=True,
+                          check=True)
+    return json.loads(done.stdout)
+
+
 def write_results(report: dict) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "detox.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = ["# detox: ADLM vs base LM, DAPT and DExperts (offline RealToxicityPrompts)", "",
              f"Measured {report['date']} on {report['machine']}; `python benchmarks/detox.py "
-             f"{report['argv']}` (MLTK_DATA = the shared data folder). Every number below comes from that run.", ""]
+             f"{report['argv']}` (MLTK_DATA = the shared data folder). Every number below comes from that run "
+             "(the quality rows from its cache: see the notes).", ""]
     lines += ["## Models (all trained here)", "", "| artifact | command | key metrics | wall time |", "|---|---|---|---|"]
     for entry in report["trained"].values():
         metrics = entry["metrics"] or {}
         shown = [k for k in SHOWN_METRICS if isinstance(metrics.get(k), (int, float))]
         text = ", ".join(f"{k} {metrics[k]:.4g}" for k in shown)
-        wall = f"{entry['wall_time_s']:.0f} s" if entry["wall_time_s"] else "-"
+        wall = entry["wall_time_s"] or "-"
         lines.append(f"| {entry['ref']} | `{entry['command']}` | {text} | {wall} |")
     quality_rows = report.get("quality", {})
     for subset in ("toxic", "nontoxic"):
@@ -212,15 +262,30 @@ def write_results(report: dict) -> None:
         mem = report.get("memory", {})
         lines += ["", f"## Efficiency, side by side ({report['args']['rounds']} interleaved rounds, "
                       f"{report['args']['speed_prompts']} prompts x {report['args']['samples']} samples x 20 tokens)",
-                  "", "| method | tokens/s (median) | vs base | added parameters | weights MB | peak RSS MB "
-                      "(own process) | peak RSS over the imports MB |", "|---|---|---|---|---|---|---|"]
+                  "", "| method | tokens/s, top-p 0.9 (median) | vs base | greedy tokens/s (model cost only) | vs base "
+                      "| added parameters | weights MB | peak RSS MB (own process) | peak RSS over the imports MB |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         base = speed_rows["base"]["tokens_per_s_median"]
+        base_greedy = speed_rows["base"].get("greedy_tokens_per_s_median")
         for name, s in speed_rows.items():
             peak = mem.get(name, {}).get("peak_rss_mb")
             over = mem.get(name, {}).get("method_rss_mb")
+            g = s.get("greedy_tokens_per_s_median")
+            greedy_cells = f"{g:.1f} | {g / base_greedy:.2f}x" if g and base_greedy else "- | -"
             lines.append(f"| {name} | {s['tokens_per_s_median']:.1f} | {s['tokens_per_s_median'] / base:.2f}x | "
+                         f"{greedy_cells} | "
                          f"{s['added_parameters']:,} | {s['weights_mb']:.1f} | "
                          f"{'-' if peak is None else f'{peak:.0f}'} | {'-' if over is None else f'{over:.0f}'} |")
+    found = report.get("discriminator_probe")
+    if found:
+        lines += ["", f"## What ADLM's discriminator reads ({found['sentences']} validation sentences of its "
+                      f"training data, {found['toxic']} toxic; `python benchmarks/detox_discriminator.py "
+                      f"{METHODS['adlm']}`)", "",
+                  "| attribute embedding given to the projection | accuracy against the sentence's label | "
+                  "predicts the attribute it was given |", "|---|---|---|"]
+        for case in ("gold", "swapped", "always_nontoxic", "always_toxic"):
+            lines.append(f"| {case.replace('_', ' ')} | {found[case]['accuracy']:.3f} | "
+                         f"{found[case]['follows_given_attribute']:.3f} |")
     lines += ["", "## Goals (issue 6)", ""] + [f"* {line}" for line in report.get("goals", [])]
     lines += ["", "## Notes", ""] + [f"* {line}" for line in report.get("notes", [])]
     (RESULTS / "detox.md").write_text("\n".join(lines) + "\n")
@@ -245,6 +310,10 @@ def goals(report: dict) -> list[str]:
         out.append(f"speed: ADLM {s['adlm'] / s['base']:.2f}x the base LM's tokens/s (goal >= 0.8: "
                    f"{'met' if s['adlm'] >= 0.8 * s['base'] else 'NOT met'}) and {s['adlm'] / s['dexperts']:.2f}x "
                    f"DExperts' (goal >= 1.5: {'met' if s['adlm'] >= 1.5 * s['dexperts'] else 'NOT met'})")
+        g = {k: v.get("greedy_tokens_per_s_median") for k, v in report["speed"].items()}
+        if all(g.values()):
+            out.append(f"speed with greedy decoding (the methods' model cost alone, no nucleus to find): ADLM "
+                       f"{g['adlm'] / g['base']:.2f}x the base LM's and {g['adlm'] / g['dexperts']:.2f}x DExperts'")
     return out
 
 
@@ -258,12 +327,23 @@ def main() -> None:
     parser.add_argument("--alphas", type=float, nargs="*", default=[0.5, 1.0, 4.0], help="extra ADLM alphas "
                         "(toxic prompts)")
     parser.add_argument("--ablation", action="store_true", help="also ADLM without the discriminator / EWC")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["quality", "speed", "memory"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["quality", "speed", "memory", "probe"])
+    parser.add_argument("--render", action="store_true", help="rewrite detox.md from detox.json (adding the "
+                        "discriminator probe if it is missing) without measuring anything else")
     args = parser.parse_args()
     data = os.environ.get("MLTK_DATA", "/work/shared/data")
     env = {**os.environ, "MLTK_HOME": f"{args.home}/home", "MLTK_RUNS": f"{args.home}/runs", "MLTK_DATA": data,
            "CI": "1"}
     os.environ.update({k: env[k] for k in ("MLTK_HOME", "MLTK_RUNS", "MLTK_DATA")})
+    if args.render:
+        report = json.loads((RESULTS / "detox.json").read_text())
+        if "discriminator_probe" not in report:
+            report["discriminator_probe"] = probe(env)
+        report["goals"] = goals(report)
+        report["notes"] = notes(report)
+        write_results(report)
+        print(f"wrote {RESULTS / 'detox.md'} from detox.json", file=sys.stderr)
+        return
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "argv": " ".join(sys.argv[1:]),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
                          f"{torch.__version__}, {torch.get_num_threads()} threads",
@@ -275,6 +355,8 @@ def main() -> None:
         report["speed"] = speed(args, env)
     if "memory" not in args.skip:
         report["memory"] = memory(args, env)
+    if "probe" not in args.skip:
+        report["discriminator_probe"] = probe(env)
     report["goals"] = goals(report)
     report["notes"] = notes(report)
     write_results(report)
@@ -283,10 +365,52 @@ def main() -> None:
 
 def notes(report: dict) -> list[str]:
     lm = report["trained"][LM]["metrics"] or {}
-    return [line.format(tokens=lm.get("train_tokens_seen", 0), parameters=lm.get("parameters", 0)) for line in NOTES]
+    out = [line.format(tokens=lm.get("train_tokens_seen", 0), parameters=lm.get("parameters", 0)) for line in NOTES]
+    args = report["args"]
+    if report.get("quality"):
+        out.insert(0, f"Scale: the first {args['prompts']} prompts of each file and {args['samples']} samples of 20 "
+                      "tokens per prompt (the issue asks for 25 samples; fewer prompts and samples keep the four "
+                      "methods x two prompt sets within the CPU budget of a 2-core machine shared by four "
+                      "engineers). Every method gets the same prompts, samples, seed and top-p.")
+    if report.get("speed"):
+        spread = [max(v[key]) / min(v[key]) for v in report["speed"].values()
+                  for key in ("tokens_per_s", "greedy_tokens_per_s") if min(v.get(key) or [0]) > 0]
+        if spread:
+            out.insert(0, f"Timing noise: one method's tokens/s varied by up to {max(spread):.1f}x between rounds "
+                          "(other engineers' jobs share the 2 cores; the per-round figures are in detox.json): the "
+                          "ratios are medians of few rounds and only rough.")
+    found = report.get("discriminator_probe")
+    if found and found["swapped"]["accuracy"] < 0.5 and found["swapped"]["follows_given_attribute"] > 0.9:
+        out.insert(0, "Why ADLM is weak here (diagnosis): its discriminator reads the attribute embedding, not the "
+                      f"text. Given the gold attribute it is {found['gold']['accuracy']:.0%} right; given the "
+                      f"swapped one it follows the attribute {found['swapped']['follows_given_attribute']:.0%} of "
+                      f"the time and is {found['swapped']['accuracy']:.0%} right. In our formulation the "
+                      "discriminator classifies ln_f(P(h + e_a)) with e_a the sentence's own label, so it can "
+                      "(and does, within ~150 steps: training disc_accuracy 1) solve its loss from e_a alone; the "
+                      "loss then shapes nothing, the latent space is not made attribute-discriminative, and the "
+                      "two attribute logits differ only by what the LM loss under each label teaches the block "
+                      "and the two embeddings. The next step (not run: the CPU budget of this session was spent) "
+                      "is to give the discriminator a latent that does not carry the label (the projection "
+                      "under a fixed or both attribute embeddings, or before e_a is added) and to check the "
+                      "swapped-attribute accuracy stays high, then rerun this benchmark.")
+    stamps = [m["measured"].split(", ", 1) for m in report.get("quality", {}).values() if "measured" in m]
+    if stamps:
+        commands = sorted({command for _, command in stamps})
+        out.insert(0, f"The toxicity/perplexity/diversity rows were measured between {min(d for d, _ in stamps)} and "
+                      f"{max(d for d, _ in stamps)} (one thread each, cached under --home/quality) by "
+                      + "; ".join(commands) + "; the rest by the command at the top, under "
+                      "`flock /tmp/mltk-bench.lock` (no other timing run at the same time).")
+    return out
 
 
 NOTES = [
+    "Tokens/s with top-p include finding each step's nucleus among 50,257 tokens, whose cost grows with how flat "
+    "the method's next-token distribution is; the greedy column times the same generation with argmax, i.e. the methods' model cost alone. ADLM's block runs "
+    "on both attributes (2 block passes per token): on this 4-block LM that is about half again the LM body's "
+    "work, on GPT-2 large (36 blocks) about 6%; DExperts runs three whole LMs.",
+    "Artifacts are reused by name from --home when present (the models table gives each one's command and run "
+    "wall time): a partial run loses nothing, and a run that was stopped resumes from its checkpoint "
+    "(--resume auto).",
     "Toxicity is scored by mltk's offline classifier (char 2-5-gram TF-IDF + logistic regression) trained on "
     "Davidson part [0.7, 1), disjoint from the LM's part [0, 0.4) and the detoxifiers' part [0.4, 0.7); its "
     "held-out accuracy and its agreement with Perspective on RealToxicityPrompts continuations are in the models "

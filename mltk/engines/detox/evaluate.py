@@ -148,6 +148,7 @@ def toxicity_protocol(request: EvalRequest, reporter: Reporter) -> EvalResult:
         reporter.info(f"wrote {len(records)} records to {out}")
     details = {"method": method.name, "lm": method.lm.reference, "prompts_file": options.prompts,
                "scorer": getattr(scorer, "name", options.scorer), "judge": judge.reference if judge else None,
+               "scorer_heldout": getattr(scorer, "heldout", None),
                "decoding": {**method.decoding, **({"alpha": options.alpha} if options.alpha is not None else {}),
                             "top_p": options.top_p, "top_k": options.top_k, "temperature": options.temperature},
                "seed": options.seed}

@@ -58,32 +58,50 @@ def distinct_n(generations: list[list[str]]) -> tuple[float, float, float]:
 
 @torch.no_grad()
 def conditional_perplexities(judge: torch.nn.Module, tokenizer, prompt: str, continuations: list[str], *,
-                             device: torch.device, max_length: int) -> list[float]:
-    """Perplexity of each continuation given the prompt under ``judge`` (DExperts' conditional_perplexity)."""
+                             device: torch.device, max_length: int, batch_size: int = 32) -> list[float]:
+    """Perplexity of each continuation given the prompt under ``judge`` (DExperts' conditional_perplexity).
+
+    The sequences of one prompt run through the judge in right-padded batches of ``batch_size`` (causal
+    attention never looks at the padding after a sequence, and its positions are left out of the loss).
+    """
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    prompt_losses = {0: _sum_loss(judge, prompt_ids, device)}
-    out = []
-    for text in continuations:
+    jobs: list[tuple[int, list[int], int, int]] = []  # (continuation index, full ids, cut, new tokens)
+    out = [float("nan")] * len(continuations)  # an empty continuation has no perplexity
+    for i, text in enumerate(continuations):
         full_ids = tokenizer(prompt + text, add_special_tokens=False)["input_ids"]
         new = len(full_ids) - len(prompt_ids)
-        if new <= 0:
-            out.append(float("nan"))  # an empty continuation has no perplexity
-            continue
-        cut = max(0, len(full_ids) - max_length)  # past the judge's context: drop the prompt's first tokens
-        if cut not in prompt_losses:
-            prompt_losses[cut] = _sum_loss(judge, prompt_ids[cut:], device)
-        loss = (_sum_loss(judge, full_ids[cut:], device) - prompt_losses[cut]) / new
-        out.append(math.exp(min(loss, 700.0)))
+        if new > 0:
+            cut = max(0, len(full_ids) - max_length)  # past the judge's context: drop the prompt's first tokens
+            jobs.append((i, full_ids[cut:], cut, new))
+    cuts = sorted({cut for _, _, cut, _ in jobs})
+    sequences = [prompt_ids[cut:] for cut in cuts] + [ids for _, ids, _, _ in jobs]
+    losses = _sum_losses(judge, sequences, device, batch_size=batch_size)
+    prompt_losses = dict(zip(cuts, losses[:len(cuts)], strict=True))
+    for (i, _, cut, new), full_loss in zip(jobs, losses[len(cuts):], strict=True):
+        out[i] = math.exp(min((full_loss - prompt_losses[cut]) / new, 700.0))
     return out
 
 
-def _sum_loss(model: torch.nn.Module, ids: list[int], device: torch.device) -> float:
-    """Sum of next-token cross-entropies over the sequence (its mean times its length - 1), 0 for one token."""
-    if len(ids) < 2:
-        return 0.0
-    tensor = torch.tensor([ids], dtype=torch.int64, device=device)
-    logits = model(tensor, use_cache=False).logits[0, :-1].float()
-    return float(torch.nn.functional.cross_entropy(logits, tensor[0, 1:], reduction="sum"))
+def _sum_losses(model: torch.nn.Module, sequences: list[list[int]], device: torch.device, *,
+                batch_size: int) -> list[float]:
+    """Per sequence, the sum of its next-token cross-entropies (its mean times its length - 1; 0 for one token)."""
+    out = [0.0] * len(sequences)
+    todo = [i for i, ids in enumerate(sequences) if len(ids) >= 2]
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
+        longest = max(len(sequences[i]) for i in chunk)
+        ids = torch.zeros(len(chunk), longest, dtype=torch.int64)
+        real = torch.zeros(len(chunk), longest, dtype=torch.bool)
+        for row, i in enumerate(chunk):
+            ids[row, :len(sequences[i])] = torch.tensor(sequences[i])
+            real[row, :len(sequences[i])] = True
+        ids, real = ids.to(device), real.to(device)
+        logits = model(ids, use_cache=False).logits[:, :-1].float()
+        losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+        sums = (losses * real[:, 1:]).sum(1)
+        for row, i in enumerate(chunk):
+            out[i] = float(sums[row])
+    return out
 
 
 def mean_perplexity(values: list[float], *, max_ppl: float) -> tuple[float, int]:

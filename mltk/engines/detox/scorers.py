@@ -45,6 +45,7 @@ class ClassifierScorer:
         self.vectorizer = HashingVectorizer(analyzer="char_wb", ngram_range=(ngram_min, ngram_max),
                                             n_features=features, alternate_sign=False, norm=None, lowercase=True)
         self.idf, self.coef, self.intercept = idf.astype(np.float64), coef.astype(np.float64), float(intercept)
+        self.heldout: dict = {}  # the artifact's held-out metrics (test_accuracy, ...), when loaded from one
 
     def features(self, texts: list[str]):
         """L2-normalised TF-IDF rows (scipy sparse), as sklearn's TfidfTransformer computes them."""
@@ -175,6 +176,9 @@ def load_classifier_scorer(ref: str, *, registry: Registry | None = None) -> Cla
         source = record.ref
     tensors, _ = load_safetensors(weights)
     features = card["features"]
-    return ClassifierScorer(ngram_min=features["ngram_min"], ngram_max=features["ngram_max"],
-                            features=features["features"], idf=tensors["idf"].numpy(), coef=tensors["coef"].numpy(),
-                            intercept=float(tensors["intercept"][0]), name=source)
+    scorer = ClassifierScorer(ngram_min=features["ngram_min"], ngram_max=features["ngram_max"],
+                              features=features["features"], idf=tensors["idf"].numpy(),
+                              coef=tensors["coef"].numpy(), intercept=float(tensors["intercept"][0]), name=source)
+    metrics = card.get("metrics") or {}
+    scorer.heldout = {k: v for k, v in metrics.items() if k.startswith("test_")}  # reported beside every evaluation
+    return scorer

@@ -103,6 +103,8 @@ def test_train_generate_and_evaluate_every_method(cli, tiny_lm, detox_files, mlt
     assert 0.0 <= metrics["expected_max_toxicity"] <= 1.0 and metrics["toxicity_probability"] in (0.0, 0.5, 1.0)
     assert metrics["perplexity"] > 1 and 0 < metrics["dist_1"] <= 1 and metrics["tokens_per_s"] > 0
     assert results["tiny-adlm"]["primary_metric"] == "expected_max_toxicity"
+    heldout = scorer.json()["metrics"]["test_balanced_accuracy"]  # the scorer's held-out accuracy, reported
+    assert results["tiny-adlm"]["scorer_heldout"]["test_balanced_accuracy"] == heldout
     assert results[lm_ref]["method"] == "base" and results[lm_ref]["metrics"]["added_parameters"] == 0
     lm_parameters = tiny_lm["metrics"]["parameters"]
     assert results["tiny-dexperts"]["metrics"]["added_parameters"] == 2 * lm_parameters  # two whole LMs

@@ -17,6 +17,7 @@ from mltk.engines.detox.generation import (
     LMDecoder,
     Sampling,
     generate,
+    sample_next,
     top_k_filter,
     top_p_filter,
 )
@@ -117,6 +118,37 @@ def test_top_p_keeps_the_smallest_nucleus_and_top_k_the_k_best():
     assert torch.isfinite(top_p_filter(logits, 0.81)).tolist() == [[True, True, True, False]]
     assert torch.isfinite(top_p_filter(logits, 0.1)).tolist() == [[True, False, False, False]]
     assert torch.isfinite(top_k_filter(logits, 2)).tolist() == [[True, True, False, False]]
+
+
+def _full_sort_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """The reference nucleus: sort the whole vocabulary."""
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
+    return logits.masked_fill(torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted), float("-inf"))
+
+
+@pytest.mark.parametrize("scale", [8.0, 2.0, 0.5, 0.0])  # from peaked (nucleus in the first 256) to uniform
+def test_the_candidate_nucleus_equals_the_full_sort(scale):
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 5000, generator=generator, dtype=torch.float64) * scale
+    masked = logits.masked_fill(torch.rand(logits.shape, generator=generator) < 0.7, float("-inf"))  # DExperts' input
+    for top_p in (0.5, 0.9, 0.99):
+        for given in (logits, masked):
+            ours, reference = torch.isfinite(top_p_filter(given, top_p)), torch.isfinite(_full_sort_top_p(given, top_p))
+            assert torch.equal(ours.sum(-1), reference.sum(-1))
+            if scale > 0:  # (all logits equal: which of the tied tokens are kept is arbitrary in both)
+                assert torch.equal(ours, reference)
+
+
+def test_top_p_sampling_draws_only_from_the_nucleus_in_proportion():
+    probs = torch.tensor([0.4, 0.3, 0.2, 0.06, 0.04] + [0.0] * 300)
+    logits = torch.log(probs).repeat(4000, 1)
+    rng = torch.Generator().manual_seed(0)
+    tokens = sample_next(logits, Sampling(top_p=0.85), rng)
+    counts = torch.bincount(tokens, minlength=5)[:5].double() / len(tokens)
+    assert int(tokens.max()) <= 2  # 0.4 + 0.3 < 0.85 <= 0.4 + 0.3 + 0.2: three tokens
+    assert counts[:3].tolist() == pytest.approx([4 / 9, 3 / 9, 2 / 9], abs=0.03)
 
 
 def test_fisher_is_normalised_and_ewc_is_zero_until_the_block_moves(lm):

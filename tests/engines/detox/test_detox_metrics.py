@@ -56,6 +56,26 @@ def test_conditional_perplexity_is_the_continuation_perplexity_given_the_prompt(
     assert mean_perplexity([10.0, 30.0, 2e4, float("nan")], max_ppl=1e4) == (20.0, 2)
 
 
+def test_batched_perplexities_equal_one_sequence_at_a_time(detox_files):
+    judge = load_causal_lm(str(detox_files["lm"]))
+    prompt = "the cat sat on"
+    continuations = [" the mat", " a warm mat by the river today", "", " you", " the soup was hot and tasty"]
+    batched = conditional_perplexities(judge.model, judge.tokenizer, prompt, continuations,
+                                       device=torch.device("cpu"), max_length=64, batch_size=4)
+    alone = [conditional_perplexities(judge.model, judge.tokenizer, prompt, [text], device=torch.device("cpu"),
+                                      max_length=64, batch_size=1)[0] for text in continuations]
+    assert math.isnan(batched[2]) and math.isnan(alone[2])  # an empty continuation has no perplexity
+    kept = [i for i in range(len(continuations)) if i != 2]
+    assert [batched[i] for i in kept] == pytest.approx([alone[i] for i in kept], rel=1e-4)
+    assert len({round(batched[i], 3) for i in kept}) == len(kept)  # distinct values: no row got another's loss
+    # past the judge's context the prompt's first tokens are dropped, for the prompt and the sequence alike
+    short = conditional_perplexities(judge.model, judge.tokenizer, prompt, continuations[:2],
+                                     device=torch.device("cpu"), max_length=6, batch_size=2)
+    one = [conditional_perplexities(judge.model, judge.tokenizer, prompt, [text], device=torch.device("cpu"),
+                                    max_length=6, batch_size=1)[0] for text in continuations[:2]]
+    assert short == pytest.approx(one, rel=1e-4)
+
+
 class _Perspective(BaseHTTPRequestHandler):
     replies: list[int] = []
     seen: list[dict] = []
