@@ -21,16 +21,19 @@ import mltk.engines  # noqa: F401  (registers the quantized classifier kinds)
 from mltk.nn.artifacts import load_classifier
 
 
-def median_ms(model, images, repeats: int) -> float:
+def median_ms(models, images, repeats: int) -> list[float]:
+    """Median ms per forward pass of each model, the models timed in turn within every repeat (so that
+    load from other processes on a shared CPU falls on all of them alike)."""
+    times = [[] for _ in models]
     with torch.no_grad():
-        model(images)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
+        for model in models:
             model(images)
-            times.append(time.perf_counter() - start)
-    times.sort()
-    return 1000 * times[len(times) // 2]
+        for _ in range(repeats):
+            for model, own in zip(models, times, strict=True):
+                start = time.perf_counter()
+                model(images)
+                own.append(time.perf_counter() - start)
+    return [1000 * sorted(own)[len(own) // 2] for own in times]
 
 
 def main() -> None:
@@ -46,13 +49,14 @@ def main() -> None:
     shape = float_model.arch_args
     images = torch.rand(args.batch, shape["in_channels"], shape["image_size"], shape["image_size"],
                         generator=torch.Generator().manual_seed(0))
+    float_ms, binary_ms = median_ms([float_model.model.eval(), binary_model.model.eval()], images, args.repeats)
     rows = [{"label": f"float {float_model.source} ({float_model.card['arch']['arch']}, "
-                      f"width {shape.get('width_mult')})", "ms": median_ms(float_model.model.eval(), images,
-                                                                          args.repeats)},
+                      f"width {shape.get('width_mult')})", "ms": float_ms},
             {"label": f"binarized {binary_model.source}, deployed form (unpacked weights, float convs)",
-             "ms": median_ms(binary_model.model.eval(), images, args.repeats)}]
+             "ms": binary_ms}]
     print(json.dumps({"description": f"Median of {args.repeats} forward passes of a batch of {args.batch} "
-                                     f"{shape['image_size']}x{shape['image_size']} images, one thread.",
+                                     f"{shape['image_size']}x{shape['image_size']} images, one thread, the two "
+                                     "networks timed in turn.",
                       "rows": rows, "kernel": measure_kernel(args.repeats)}, indent=2))
 
 

@@ -148,7 +148,7 @@ class DeployedInputQuantizer(nn.Module):
         if self.kind == "uniform":
             dequantized, _ = uniform_quantize(x, self.step, bits=self.act_bits)
             return dequantized
-        return binary_sign(x - self.threshold.view(1, -1, *([1] * (x.dim() - 2))))
+        return binary_sign(x, self.threshold.view(1, -1, *([1] * (x.dim() - 2))))
 
 
 class DeployedLayer(nn.Module):

@@ -26,7 +26,6 @@ import fnmatch
 
 import torch
 from torch import nn
-from torchvision.ops import SqueezeExcitation
 
 from mltk.core.errors import ArtifactError, UsageError
 from mltk.engines.quantize.layers import (
@@ -77,6 +76,9 @@ def plan_quantization(model: nn.Module, *, image_shape: tuple[int, int, int], bi
     order, calls = _forward_order(model, image_shape)
     if not order:
         raise UsageError(f"{where} has no Conv2d or Linear layer to quantize")
+    # Imported here, not at the top: torchvision.ops pulls in torch._dynamo, seconds of every mltk start.
+    from torchvision.ops import SqueezeExcitation
+
     inside_se = {name for se_name, module in model.named_modules() if isinstance(module, SqueezeExcitation)
                  for name, _ in module.named_modules(prefix=se_name)}
     modules = dict(model.named_modules())

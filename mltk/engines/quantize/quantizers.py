@@ -29,9 +29,15 @@ from torch import Tensor, nn
 STES = ("clipped", "approx")
 
 
-def binary_sign(x: Tensor) -> Tensor:
-    """+1 where x >= 0, -1 elsewhere; same shape and dtype."""
-    return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+def binary_sign(x: Tensor, threshold: Tensor | None = None) -> Tensor:
+    """+1 where x >= threshold (0 when None), -1 elsewhere; x's shape and dtype.
+
+    One comparison and two in-place passes, no full-size tensors of ones
+    (building those made the deployed network's sign activations cost more
+    than its convolutions). For finite floats ``x >= t`` is exactly
+    ``x - t >= 0``, so a threshold needs no subtraction.
+    """
+    return (x >= (0 if threshold is None else threshold)).to(x.dtype).mul_(2).sub_(1)
 
 
 class _ClippedSign(torch.autograd.Function):

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mltk.engines.quantize.layers import QuantizedLayer, make_act_quantizer
+from mltk.engines.quantize.layers import DeployedInputQuantizer, QuantizedLayer, make_act_quantizer
 from mltk.engines.quantize.quantizers import binary_sign, ste_sign
 from mltk.engines.quantize.transforms import (
     BinaryWeightQuantizer,
@@ -66,6 +66,24 @@ def test_sign_maps_zero_to_plus_one_and_stes_differ():
     x.grad = None
     ste_sign(x, "approx").sum().backward()
     assert x.grad.tolist() == [0, 1, 2, 1, 0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_binary_sign_with_threshold_is_the_sign_of_the_difference(dtype):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 5, 5, generator=gen).to(dtype)
+    x[0, 0, 0, :3] = torch.tensor([0.0, -0.0, 0.25])
+    threshold = torch.tensor([0.25, -0.3, 0.0], dtype=dtype).view(1, 3, 1, 1)
+    x[0, 0, 1, 0] = 0.25  # exactly at the threshold: +1
+    reference = torch.where(x - threshold >= 0, 1.0, -1.0).to(dtype)
+    out = binary_sign(x, threshold)
+    assert out.dtype == dtype and torch.equal(out, reference)
+    assert set(out.unique().tolist()) == {-1.0, 1.0}
+    assert out[0, 0, 1, 0] == 1 and binary_sign(torch.tensor([-0.0, 0.0])).tolist() == [1.0, 1.0]
+    # the deployed input quantizer uses it: sign(x - threshold), per channel
+    deployed = DeployedInputQuantizer("rsign", 3, 1).to(dtype)
+    deployed.threshold.copy_(threshold.view(-1))
+    assert torch.equal(deployed(x), reference)
 
 
 def _correlated_binary_inputs(n: int, rho: float, samples: int = 4000) -> torch.Tensor:
