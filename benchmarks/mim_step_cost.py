@@ -18,7 +18,14 @@ Time: median of ``--steps`` steps after 2 warm-up steps. Memory: peak RSS of the
 the growth of RSS over the timed steps' starting point, and the bytes autograd saved for backward
 in one step (activation memory, independent of the allocator).
 
+``--interleave A,B,...`` times several variants side by side in ONE process instead: after two
+warm-up steps each, every round times one step of each variant (the order rotating from round to
+round), so a change in the machine's load hits all of them alike; it reports each variant's median
+and the median over rounds of each variant's time divided by the first one's. Its memory figures
+are not per variant (one process holds them all): take those from the single-variant runs.
+
     python benchmarks/mim_step_cost.py --variant rc-mae --batch 256 --steps 10
+    python benchmarks/mim_step_cost.py --interleave mae,hf-vitmae --batch 64 --steps 6
 """
 
 from __future__ import annotations
@@ -165,13 +172,48 @@ def _decoder_tokens(decoder, latent: torch.Tensor, restore: torch.Tensor) -> tor
     return decoder.norm(x)[:, 1:]
 
 
+VARIANTS = ("mae", "rc-mae", "full-teacher", "hf-vitmae")
+
+
+def interleaved(variants: list[str], batch: int, rounds: int) -> dict:
+    """Seconds per step of each variant, timed in alternation within one process."""
+    steps = {name: make_step(name, batch)[0] for name in variants}
+    for _ in range(2):
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for round_index in range(rounds):
+        shift = round_index % len(variants)
+        for name in variants[shift:] + variants[:shift]:
+            started = time.perf_counter()
+            steps[name]()
+            times[name].append(time.perf_counter() - started)
+    first = variants[0]
+    return {"interleaved": variants, "batch": batch, "rounds": rounds,
+            "median_step_s": {name: statistics.median(t) for name, t in times.items()},
+            "step_s": {name: [round(x, 4) for x in t] for name, t in times.items()},
+            f"ratio_to_{first}": {name: round(statistics.median(a / b for a, b in zip(t, times[first], strict=True)), 4)
+                                 for name, t in times.items()},
+            "threads": torch.get_num_threads(), "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--variant", choices=("mae", "rc-mae", "full-teacher", "hf-vitmae"), required=True)
+    parser.add_argument("--variant", choices=VARIANTS)
+    parser.add_argument("--interleave", help="comma-separated variants timed side by side in this process")
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps (rounds, with --interleave)")
     args = parser.parse_args()
     torch.manual_seed(0)
+    if args.interleave:
+        variants = args.interleave.split(",")
+        unknown = [v for v in variants if v not in VARIANTS]
+        if unknown or len(set(variants)) != len(variants):
+            parser.error(f"--interleave: distinct variants out of {', '.join(VARIANTS)}, got {args.interleave}")
+        print(json.dumps(interleaved(variants, args.batch, args.steps)))
+        return
+    if not args.variant:
+        parser.error("one of --variant or --interleave is required")
     step, trained_params, parameters = make_step(args.variant, args.batch)
     rss_before = rss_mib("VmRSS")
     with SavedBytes(parameters) as saved:

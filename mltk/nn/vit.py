@@ -66,8 +66,12 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         batch, tokens, dim = x.shape
-        qkv = self.qkv(x).reshape(batch, tokens, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # [B, heads, N, D / heads]
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.heads, dim // self.heads)
+        # unbind, not qkv[:, :, 0] ...: the backward of each index op fills a zero tensor of the whole
+        # qkv shape (three of them, then summed); unbind's backward is one stack, straight into the
+        # [B, N, 3, heads, D / heads] layout the qkv linear's backward reads without another copy.
+        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))
+        out = F.scaled_dot_product_attention(q, k, v)  # [B, heads, N, D / heads]
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
 
 

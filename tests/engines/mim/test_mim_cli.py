@@ -71,6 +71,8 @@ def test_sdft_fits_other_images_to_the_init_model(cli, mae_ref, mltk_env):
     (["train", "mae", "model.options.patch_size=3", "train.max_steps=1"], 2, "not divisible by patch_size 3"),
     (["train", "rc-mae", "model.mask_ratio=1.5"], 2, "model.mask_ratio: must lie strictly between 0 and 1"),
     (["train", "rc-mae", "teacher.momentum_schedule=linear"], 2, "is not one of cosine, constant"),
+    (["train", "mae", "model.mask_ratio=0", "train.max_steps=1"], 2, "model.mask_ratio: must lie strictly"),
+    (["train", "sdft", "init=x", "model.mask_ratio=1.0"], 2, "model.mask_ratio: must lie strictly between 0 and 1"),
     (["train", "sdft", "train.steps=1"], 2, "init: required"),
     (["train", "sdft", "init=no-such-model"], 3, "no artifact named 'no-such-model'"),
 ])
@@ -85,6 +87,40 @@ def test_sdft_refuses_an_init_that_is_not_a_masked_autoencoder(cli, convnet_clas
     result = cli("train", "sdft", f"init={convnet_classifier}", *SDFT)
     assert result.code == 3
     assert "not a masked auto-encoder" in result.stderr
+
+
+def _encoder_with_card_arch(weights_width: int, card_encoder: dict) -> str:
+    """An encoder artifact whose weights are a ViT of ``weights_width`` but whose card names ``card_encoder``."""
+    import torch
+
+    from mltk.core.registry import Registry
+    from mltk.engines.mim.encoder import WEIGHTS_FILE, encoder_artifact
+    from mltk.nn.mae import build_mae
+
+    torch.manual_seed(0)
+    model = build_mae({"encoder": {"arch": "vit", "args": {"in_channels": 1, "image_size": 8, "patch_size": 2,
+                                                          "width": weights_width, "depth": 1, "heads": 2}},
+                       "decoder": {"width": 16, "depth": 1, "heads": 2}, "mask_ratio": 0.75,
+                       "norm_pix_loss": True, "mean": None, "std": None})
+    files, card = encoder_artifact({WEIGHTS_FILE: ("model", model)}, engine="mim", recipe="mae",
+                                   data={"name": "digits"}, class_names=[str(i) for i in range(10)], config={},
+                                   config_sha256="", metrics={}, primary_metric="test_recon_loss",
+                                   higher_is_better=False, parent="dataset:digits", relation="trained")
+    card["arch"] = {**card["arch"], "encoder": card_encoder}
+    return Registry().save("tampered-mae", files=files, card=card).ref
+
+
+@pytest.mark.parametrize(("card_encoder", "message"), [
+    ({"arch": "vit", "args": {"in_channels": 1, "image_size": 8, "patch_size": 2, "width": 32, "depth": 1,
+                              "heads": 2}}, "the weights do not fit the architecture"),
+    ({"arch": "convnet", "args": {"in_channels": 1, "image_size": 8}}, "the encoder must be a 'vit'"),
+])
+def test_sdft_refuses_an_init_that_is_not_a_vit_of_matching_shape(cli, card_encoder, message):
+    ref = _encoder_with_card_arch(16, card_encoder)
+    result = cli("train", "sdft", f"init={ref}", *SDFT)
+    assert result.code == 3, result.stderr
+    assert message in result.stderr
+    assert result.stderr.count("error:") == 1 and "Traceback" not in result.stderr
 
 
 def test_sdft_steps_are_recorded_per_stage(cli, mae_ref, mltk_env):

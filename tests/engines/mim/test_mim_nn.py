@@ -97,6 +97,29 @@ def test_ema_update_follows_the_formula_and_teacher_has_no_gradient():
         assert torch.allclose(new, 0.9 * old + 0.1 * s, atol=1e-6)
 
 
+def test_attention_matches_softmax_attention_in_value_and_gradient():
+    """The fused-qkv attention (heads split with unbind) is plain multi-head softmax attention."""
+    from mltk.nn.vit import Attention
+
+    torch.manual_seed(0)
+    attention = Attention(24, 3)
+    x = torch.randn(2, 5, 24, requires_grad=True)
+
+    def reference(x):
+        q, k, v = attention.qkv(x).split(24, dim=-1)
+        q, k, v = (t.reshape(2, 5, 3, 8).transpose(1, 2) for t in (q, k, v))
+        weights = torch.softmax(q @ k.mT / 8 ** 0.5, dim=-1)
+        return attention.proj((weights @ v).transpose(1, 2).reshape(2, 5, 24))
+
+    expected = reference(x)
+    out = attention(x)
+    assert torch.allclose(out, expected, atol=1e-6)
+    grads = torch.autograd.grad(out.square().sum(), [x, attention.qkv.weight])
+    expected_grads = torch.autograd.grad(expected.square().sum(), [x, attention.qkv.weight])
+    for got, want in zip(grads, expected_grads, strict=True):
+        assert torch.allclose(got, want, atol=1e-5)
+
+
 def test_sincos_positions_are_distinct_and_cls_row_is_zero():
     table = sincos_position_embedding(16, 4, cls_token=True)
     assert table.shape == (17, 16) and torch.equal(table[0], torch.zeros(16))
