@@ -29,6 +29,7 @@ from mltk.core.device import amp_dtype, autocast
 from mltk.core.errors import ConfigError, Interrupted
 from mltk.core.registry import ArtifactRecord
 from mltk.core.run_recipe import RunContext
+from mltk.core.runs import checkpoint_due
 from mltk.core.seeding import derive_seed, generator, seed_everything, seed_step
 from mltk.data.augment import crop_flip, crop_padding
 from mltk.data.batches import epoch_order, per_rank_batch, step_indices, steps_per_epoch
@@ -179,7 +180,8 @@ class PretrainRecipe:
                 if self._log_due(local + 1, stage):
                     self._log(done, stage, local + 1, lr, extra, time.perf_counter() - block_started, bar)
                     block_started = time.perf_counter()
-                if self._checkpoint_due(done, stage, last_checkpoint):
+                if checkpoint_due(done, stage.stop, every_steps=self.cfg.train.ckpt_every,
+                                  every_minutes=self.cfg.train.ckpt_minutes, last_saved=last_checkpoint):
                     self._checkpoint(done)
                     last_checkpoint = time.perf_counter()
             bar.update(self.total_steps)
@@ -269,15 +271,6 @@ class PretrainRecipe:
         device = self.ctx.device
         self.running = {"steps": steps, "sums": {k: torch.tensor(v, dtype=torch.float64, device=device)
                                                  for k, v in (sums or {}).items()}}
-
-    def _checkpoint_due(self, done: int, stage: Stage, last_checkpoint: float) -> bool:
-        """Every ``ckpt_every`` steps, else after ``ckpt_minutes``; always at the end of each stage."""
-        train = self.cfg.train
-        if done == stage.stop:
-            return True
-        if train.ckpt_every:
-            return done % train.ckpt_every == 0
-        return time.perf_counter() - last_checkpoint >= 60 * train.ckpt_minutes
 
     def _checkpoint(self, step: int) -> None:
         if not self.ctx.dist.is_main:

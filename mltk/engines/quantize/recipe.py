@@ -39,6 +39,7 @@ from mltk.core.config import config_hash, to_dict
 from mltk.core.errors import ConfigError, Interrupted, UsageError
 from mltk.core.registry import ArtifactRecord
 from mltk.core.run_recipe import RunContext
+from mltk.core.runs import checkpoint_due
 from mltk.core.seeding import generator, seed_everything, seed_step
 from mltk.data import DataSpec, dataset_info, load_splits
 from mltk.data.augment import crop_flip, crop_padding
@@ -251,7 +252,8 @@ class QuantizeRecipe:
                 if done % self.steps_per_epoch == 0 or done == self.total_steps:
                     self._end_epoch(epoch, done, lr, label, time.perf_counter() - epoch_started, bar)
                     epoch_started = time.perf_counter()
-                if self._checkpoint_due(done, last_checkpoint):
+                if checkpoint_due(done, self.total_steps, every_steps=self.cfg.train.ckpt_every,
+                                  every_minutes=self.cfg.train.ckpt_minutes, last_saved=last_checkpoint):
                     self._checkpoint(done)
                     last_checkpoint = time.perf_counter()
             self._enter_phases(self.total_steps, bar)  # schedules of 0 steps (8-bit, no QAT) switch on here
@@ -307,14 +309,6 @@ class QuantizeRecipe:
         device = self.ctx.device
         self.running = {"loss_sum": torch.tensor(loss_sum, dtype=torch.float64, device=device),
                         "correct": torch.tensor(correct, dtype=torch.int64, device=device), "seen": seen}
-
-    def _checkpoint_due(self, done: int, last_checkpoint: float) -> bool:
-        train = self.cfg.train
-        if done == self.total_steps:
-            return True
-        if train.ckpt_every:
-            return done % train.ckpt_every == 0
-        return time.perf_counter() - last_checkpoint >= 60 * train.ckpt_minutes
 
     def _checkpoint(self, step: int) -> None:
         if not self.ctx.dist.is_main:
