@@ -5,14 +5,18 @@ outside the repository, then point this script at it::
 
     python benchmarks/condense_reference_dm.py REPO_DIR /tmp/cifar10_train.npz --ipc 10 --iterations 20
 
-Two shims, nothing else changed:
+Three shims, nothing else changed:
 
 * ``get_dataset`` (its data loader downloads with torchvision) returns our
   CIFAR-10: the train split of ``npz`` minus the same 5,000 held-out images
   mltk holds out (``data.test_holdout=5000``, seed 0), normalised with the
   reference's own CIFAR-10 mean and std, as a ``utils.TensorDataset``;
 * ``get_time`` returns ``time.perf_counter()`` so the log's timestamps (one
-  line every 10 iterations) give iterations per second.
+  line every 10 iterations) give iterations per second;
+* the torch installed here (2.x) refuses the reference's Siamese DSA
+  statements ``x[:] = x[0]`` (the value is a view of the target), which
+  torch 1.x, the reference's, accepted; ``Tensor.__setitem__`` clones such a
+  value first, which gives what torch 1.x computed.
 
 Evaluation is switched off with the reference's own flag (``--num_eval 0``),
 so the run is pure condensation. Prints one JSON line: iterations per second
@@ -51,6 +55,20 @@ def our_cifar10(npz: Path, test_holdout: int = 5000):
     return splits, normalised
 
 
+def allow_self_overlapping_assignment() -> None:
+    """``x[:] = x[0]`` as torch 1.x ran it: clone a value that shares the target's memory first."""
+    import torch
+
+    original = torch.Tensor.__setitem__
+
+    def setitem(self, index, value):
+        if isinstance(value, torch.Tensor) and value.untyped_storage().data_ptr() == self.untyped_storage().data_ptr():
+            value = value.clone()
+        return original(self, index, value)
+
+    torch.Tensor.__setitem__ = setitem
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("reference", type=Path, help="checkout of VICO-UoE/DatasetCondensation")
@@ -76,6 +94,7 @@ def main() -> None:
         return (3, (32, 32), 10, list(splits.train.class_names), REFERENCE_MEAN, REFERENCE_STD, dst_train,
                 dst_test, testloader)
 
+    allow_self_overlapping_assignment()
     main_DM.get_dataset = get_dataset
     main_DM.get_time = lambda: f"{time.perf_counter():.4f}"
     with tempfile.TemporaryDirectory() as scratch:

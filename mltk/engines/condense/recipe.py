@@ -30,6 +30,7 @@ from mltk.core.config import config_hash, to_dict
 from mltk.core.errors import ConfigError, Interrupted, UsageError
 from mltk.core.registry import ArtifactRecord
 from mltk.core.run_recipe import RunContext
+from mltk.core.runs import checkpoint_due
 from mltk.core.seeding import generator, seed_everything
 from mltk.data import dataset_info, load_splits
 from mltk.engines.condense import kfs as kfs_mod
@@ -222,7 +223,8 @@ class CondenseRecipe:
                     iteration = done - self.warmup_steps
                     if iteration % max(1, cfg.match.log_every) == 0 or iteration == iterations:
                         self._log(bar, done, "match", f"iteration {iteration}/{iterations}  loss")
-                if self._checkpoint_due(done, last_checkpoint):
+                if checkpoint_due(done, self.total_steps, every_steps=self.cfg.match.ckpt_every,
+                                  every_minutes=self.cfg.match.ckpt_minutes, last_saved=last_checkpoint):
                     self._checkpoint(done)
                     last_checkpoint = time.perf_counter()
             bar.update(self.total_steps)
@@ -291,14 +293,6 @@ class CondenseRecipe:
         bar.line(line)
         self.last_loss = loss
         self.block = {"loss_sum": 0.0, "count": 0}
-
-    def _checkpoint_due(self, done: int, last_checkpoint: float) -> bool:
-        match = self.cfg.match
-        if done == self.total_steps:
-            return True
-        if match.ckpt_every:
-            return done % match.ckpt_every == 0
-        return time.perf_counter() - last_checkpoint >= 60 * match.ckpt_minutes
 
     def _checkpoint(self, step: int) -> None:
         if not self.ctx.dist.is_main:

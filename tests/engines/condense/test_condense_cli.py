@@ -116,15 +116,19 @@ def test_unknown_method(cli):
     assert "method: 'kfz' is not one of kfs, dm, random, herding; did you mean 'kfs'?" in _one_error_line(result)
 
 
-def test_class_with_too_few_images_for_initialisation(cli, mltk_env):
+@pytest.mark.parametrize("method,needed", [("random", "ipc=3 images per class"),
+                                            ("kfs", "7 codes per class (kfs.codes_per_class)")])
+def test_class_with_too_few_images_for_initialisation(cli, mltk_env, method, needed):
     images = np.random.default_rng(0).integers(0, 255, size=(12, 1, 8, 8), dtype=np.uint8)
     labels = np.array([0] * 10 + [1] * 2)
     path = mltk_env / "small.npz"
     np.savez(path, x_train=images, y_train=labels, x_test=images, y_test=labels)
-    result = cli("condense", f"npz:{path}", "--ipc", "3", "--method", "random", "eval.runs=0")
+    # KFS at ipc=3 on 2 classes: (3 * 2 * 64 - 4 decoders of 39 floats) // (2 * 16) = 7 codes per class.
+    result = cli("condense", f"npz:{path}", "--ipc", "3", "--method", method, "eval.runs=0")
     assert result.code == 2
     line = _one_error_line(result)
-    assert "class 1 has 2 training images, fewer than the ipc=3 images per class" in line
+    assert f"class 1 has 2 training images, fewer than the {needed}" in line
+    assert not (mltk_env / "home" / "artifacts").exists()
 
 
 def test_eval_of_a_classifier_with_the_condensed_protocol_is_refused(cli):
