@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -80,9 +81,18 @@ ABLATIONS = {"adlm-nodisc-gpt2-tiny-toxic": ["train", "adlm", f"lm={LM}", "adlm.
                                             "name=adlm-noewc-gpt2-tiny-toxic"]}
 
 
+# how the heads that --compare-adlm is used with here were trained
+COMPARED = {"adlm-gpt2-tiny-toxic:1": ("mltk train adlm lm=gpt2-tiny-toxic", "at commit 021f2c5: the first objective, "
+                                      "the discriminator on the projection under the gold e_a"),
+            "adlm-nosteer-gpt2-tiny-toxic:1": ("mltk train adlm lm=gpt2-tiny-toxic adlm.lambda_steer=0 "
+                                               "name=adlm-nosteer-gpt2-tiny-toxic", "no steering term"),
+            "adlm-steer0.1-gpt2-tiny-toxic:1": ("mltk train adlm lm=gpt2-tiny-toxic adlm.lambda_steer=0.1 "
+                                                "name=adlm-steer0.1-gpt2-tiny-toxic", "a tenth of the steering term")}
+
+
 SHOWN_METRICS = ("test_balanced_accuracy", "test_roc_auc", "extra0_balanced_accuracy", "perspective_roc_auc",
                  "perspective_spearman", "val_perplexity", "train_tokens_seen", "parameters", "added_parameters",
-                 "val_nontoxic_perplexity", "val_toxic_perplexity", "val_discriminator_accuracy",
+                 "val_nontoxic_perplexity", "val_toxic_perplexity", "val_discriminator_accuracy", "val_steer_accuracy",
                  "val_expert_nontoxic_perplexity", "val_antiexpert_toxic_perplexity")
 
 
@@ -116,19 +126,31 @@ def _run_wall_time(card: dict) -> str | None:
     return f"{seconds:.0f} s" + (" (after a resume: the last part only)" if done.get("resumed_from") else "")
 
 
-def cached(args, env: dict, key: str, compute) -> dict:
-    """The metrics of one evaluation, from ``--home`` when an earlier run with the same settings made them."""
+def cached(args, env: dict, key: str, compute, *, ref: str | None = None) -> dict:
+    """The metrics of one evaluation, from ``--home`` when an earlier run with the same settings made them.
+
+    ``ref`` is the artifact evaluated (name:version): a cached result of another version is measured again.
+    """
     folder = Path(env["MLTK_HOME"]).parent / "quality"
     path = folder / f"{key.replace('/', '-')}-p{args.prompts}-n{args.samples}-s0.json"
     if path.is_file():
-        print(f"reusing {path}", file=sys.stderr, flush=True)
         stored = json.loads(path.read_text())
-        return {**stored["metrics"], "measured": stored["measured"]}
+        if ref is None or stored.get("ref", ref) == ref:
+            print(f"reusing {path}", file=sys.stderr, flush=True)
+            return {**stored["metrics"], "unk_run_share": unk_run_share(stored["records"]),
+                    "measured": stored["measured"], **({"ref": ref} if ref else {})}
     metrics, records = compute()
+    metrics["unk_run_share"] = unk_run_share(records)
     measured = f"{time.strftime('%Y-%m-%d %H:%M')}, `python benchmarks/detox.py {' '.join(sys.argv[1:])}`"
     folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"metrics": metrics, "measured": measured, "records": records}) + "\n")
-    return {**metrics, "measured": measured}
+    path.write_text(json.dumps({"metrics": metrics, "measured": measured, "ref": ref, "records": records}) + "\n")
+    return {**metrics, "measured": measured, **({"ref": ref} if ref else {})}
+
+
+def unk_run_share(records: list[dict]) -> float:
+    """Share of continuations with a run of WikiText's ``<unk>`` marker ("unk>unk>"): the LM's degenerate mode."""
+    texts = [g["text"] for r in records for g in r["generations"]]
+    return sum("unk>unk>" in t for t in texts) / max(len(texts), 1)
 
 
 def quality(args, env: dict) -> dict:
@@ -157,7 +179,8 @@ def quality(args, env: dict) -> dict:
                 metrics["wall_s"] = time.perf_counter() - started
                 return metrics, records
 
-            metrics = out[f"{subset}/{name}"] = cached(args, env, f"{subset}/{name}", compute)
+            metrics = out[f"{subset}/{name}"] = cached(args, env, f"{subset}/{name}", compute,
+                                                       ref=registry.resolve(ref).ref)
             print(f"{subset:8s} {name:8s} EMT {metrics['expected_max_toxicity']:.3f}  TP "
                   f"{metrics['toxicity_probability']:.3f}  PPL {metrics['perplexity']:.1f}  dist-2 "
                   f"{metrics['dist_2']:.3f}  {metrics['tokens_per_s']:.0f} tok/s", file=sys.stderr, flush=True)
@@ -179,9 +202,25 @@ def quality(args, env: dict) -> dict:
             return toxicity_evaluation(load_method(METHODS["adlm"], registry=registry), prompts, scorer=scorer,
                                        judge=judge, options=sweep, device=device)
 
-        metrics = out[f"toxic/adlm-alpha-{alpha:g}"] = cached(args, env, f"toxic/adlm-alpha-{alpha:g}", compute)
+        metrics = out[f"toxic/adlm-alpha-{alpha:g}"] = cached(args, env, f"toxic/adlm-alpha-{alpha:g}", compute,
+                                                              ref=registry.resolve(METHODS["adlm"]).ref)
         print(f"toxic    adlm a={alpha:g} EMT {metrics['expected_max_toxicity']:.3f}  PPL "
               f"{metrics['perplexity']:.1f}", file=sys.stderr, flush=True)
+    for compared in args.compare_adlm:  # other ADLM heads (e.g. the first, label-reading version), same alphas
+        prompts = read_prompts(Path(env["MLTK_DATA"]) / RTP / "toxic.jsonl")[:args.prompts]
+        ref = registry.resolve(compared).ref
+        card_alpha = float(registry.resolve(ref).card().get("decoding", {}).get("alpha", 2.0))
+        for alpha in [card_alpha, *args.alphas]:
+            sweep = ToxicityOptions(n=args.samples, max_new_tokens=20, top_p=0.9, seed=0, alpha=alpha)
+
+            def compute(sweep=sweep, prompts=prompts, ref=ref):
+                return toxicity_evaluation(load_method(ref, registry=registry), prompts, scorer=scorer, judge=judge,
+                                           options=sweep, device=device)
+
+            key = f"toxic/{ref}-alpha-{alpha:g}"
+            metrics = out[key] = cached(args, env, key, compute, ref=ref)
+            print(f"toxic    {ref} a={alpha:g} EMT {metrics['expected_max_toxicity']:.3f}  PPL "
+                  f"{metrics['perplexity']:.1f}", file=sys.stderr, flush=True)
     return out
 
 
@@ -260,8 +299,11 @@ def write_results(report: dict) -> None:
     if "speed" in report:
         speed_rows = report["speed"]
         mem = report.get("memory", {})
-        lines += ["", f"## Efficiency, side by side ({report['args']['rounds']} interleaved rounds, "
-                      f"{report['args']['speed_prompts']} prompts x {report['args']['samples']} samples x 20 tokens)",
+        timed = report.get("speed_from", {}).get("args", report["args"])
+        when = report.get("speed_from", {}).get("date")
+        lines += ["", f"## Efficiency, side by side ({timed['rounds']} interleaved rounds, "
+                      f"{timed['speed_prompts']} prompts x {timed['samples']} samples x 20 tokens"
+                      + (f"; measured {when}, see the notes" if when else "") + ")",
                   "", "| method | tokens/s, top-p 0.9 (median) | vs base | greedy tokens/s (model cost only) | vs base "
                       "| added parameters | weights MB | peak RSS MB (own process) | peak RSS over the imports MB |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -283,9 +325,15 @@ def write_results(report: dict) -> None:
                       f"{METHODS['adlm']}`)", "",
                   "| attribute embedding given to the projection | accuracy against the sentence's label | "
                   "predicts the attribute it was given |", "|---|---|---|"]
-        for case in ("gold", "swapped", "always_nontoxic", "always_toxic"):
-            lines.append(f"| {case.replace('_', ' ')} | {found[case]['accuracy']:.3f} | "
-                         f"{found[case]['follows_given_attribute']:.3f} |")
+        for case in ("label_free", "gold", "swapped", "always_nontoxic", "always_toxic"):
+            if case in found:
+                follows = found[case].get("follows_given_attribute")
+                balanced = found[case].get("balanced_accuracy")
+                shown = {"label_free": "none (label-free: what D is trained on"
+                                       + (f"; balanced accuracy {balanced:.3f})" if balanced is not None else ")")
+                         }.get(case, case.replace("_", " "))
+                lines.append(f"| {shown} | {found[case]['accuracy']:.3f} | "
+                             f"{'-' if follows is None else f'{follows:.3f}'} |")
     lines += ["", "## Goals (issue 6)", ""] + [f"* {line}" for line in report.get("goals", [])]
     lines += ["", "## Notes", ""] + [f"* {line}" for line in report.get("notes", [])]
     (RESULTS / "detox.md").write_text("\n".join(lines) + "\n")
@@ -328,6 +376,10 @@ def main() -> None:
                         "(toxic prompts)")
     parser.add_argument("--ablation", action="store_true", help="also ADLM without the discriminator / EWC")
     parser.add_argument("--skip", nargs="*", default=[], choices=["quality", "speed", "memory", "probe"])
+    parser.add_argument("--compare-adlm", nargs="*", default=[], help="also evaluate these ADLM heads "
+                        "(name:version) on the toxic prompts at their own alpha and at --alphas")
+    parser.add_argument("--keep-speed", action="store_true", help="with --skip speed memory: keep the speed and "
+                        "memory rows of the existing detox.json (dated in the notes) instead of dropping them")
     parser.add_argument("--render", action="store_true", help="rewrite detox.md from detox.json (adding the "
                         "discriminator probe if it is missing) without measuring anything else")
     args = parser.parse_args()
@@ -355,6 +407,14 @@ def main() -> None:
         report["speed"] = speed(args, env)
     if "memory" not in args.skip:
         report["memory"] = memory(args, env)
+    if "speed" not in report and args.keep_speed:
+        previous = json.loads((RESULTS / "detox.json").read_text())
+        if "speed" in previous:  # an earlier timing run's rows, kept and dated (see notes())
+            report["speed"] = previous["speed"]
+            report["memory"] = previous.get("memory", {})
+            report["speed_from"] = previous.get("speed_from") or {
+                "date": previous["date"], "argv": previous["argv"], "args": previous["args"],
+                "adlm": previous.get("trained", {}).get(METHODS["adlm"], {}).get("ref")}
     if "probe" not in args.skip:
         report["discriminator_probe"] = probe(env)
     report["goals"] = goals(report)
@@ -380,26 +440,72 @@ def notes(report: dict) -> list[str]:
                           "(other engineers' jobs share the 2 cores; the per-round figures are in detox.json): the "
                           "ratios are medians of few rounds and only rough.")
     found = report.get("discriminator_probe")
-    if found and found["swapped"]["accuracy"] < 0.5 and found["swapped"]["follows_given_attribute"] > 0.9:
-        out.insert(0, "Why ADLM is weak here (diagnosis): its discriminator reads the attribute embedding, not the "
-                      f"text. Given the gold attribute it is {found['gold']['accuracy']:.0%} right; given the "
-                      f"swapped one it follows the attribute {found['swapped']['follows_given_attribute']:.0%} of "
-                      f"the time and is {found['swapped']['accuracy']:.0%} right. In our formulation the "
-                      "discriminator classifies ln_f(P(h + e_a)) with e_a the sentence's own label, so it can "
-                      "(and does, within ~150 steps: training disc_accuracy 1) solve its loss from e_a alone; the "
-                      "loss then shapes nothing, the latent space is not made attribute-discriminative, and the "
-                      "two attribute logits differ only by what the LM loss under each label teaches the block "
-                      "and the two embeddings. The next step (not run: the CPU budget of this session was spent) "
-                      "is to give the discriminator a latent that does not carry the label (the projection "
-                      "under a fixed or both attribute embeddings, or before e_a is added) and to check the "
-                      "swapped-attribute accuracy stays high, then rerun this benchmark.")
+    if found and "label_free" in found:
+        out.insert(0, "The discriminator (issue 6 fix): it is trained only on the label-free projection "
+                      "ln_f(P(h)), so it must read the text, and the label-conditioned projections ln_f(P(h + e_a)) "
+                      "are trained (D frozen) so that every sentence's non-toxic one reads non-toxic and its toxic "
+                      "one toxic. On the probe's validation sentences D is "
+                      f"{found['label_free']['accuracy']:.0%} right from the text alone (balanced accuracy "
+                      f"{found['label_free'].get('balanced_accuracy', float('nan')):.0%}; the toxic share is "
+                      f"{found['toxic'] / max(found['sentences'], 1):.0%}), and the conditioned projections follow the given attribute "
+                      f"{found['swapped'].get('follows_given_attribute', 0):.0%} of the time even when it is "
+                      "swapped, i.e. the steering the decoder's logit difference uses. The first objective fed D the "
+                      "projection under the gold e_a, and D read the label from it: 100% right with the gold "
+                      "attribute, 0% with the swapped one (this file as committed in 021f2c5, before the fix).")
+    compared = report["args"].get("compare_adlm") or []
+    if isinstance(compared, str):
+        compared = [compared]
+    if compared and report.get("quality"):
+        out.insert(0, f"Rows named REF-alpha-X (toxic prompts; REF in {', '.join(compared)}) are other ADLM heads "
+                      "evaluated with the same protocol at alpha X; rows adlm-alpha-X are the current head at alpha X, the row adlm the current head at "
+                      "its artifact's alpha (2). "
+                      + "".join(f"{ref}: `{COMPARED[ref][0]}` ({COMPARED[ref][1]}). " for ref in compared
+                                if ref in COMPARED) +
+                      "Compare them at matched judge perplexity, not only at the same alpha: alpha scales each "
+                      "head's logit difference differently.")
+        q = report["quality"]
+        current = {k: v for k, v in q.items() if k == "toxic/adlm" or k.startswith("toxic/adlm-alpha-")}
+        pairs = []
+        for ref in compared:
+            for key, row in q.items():
+                if key.startswith(f"toxic/{ref}-alpha-") and current:
+                    near = min(current, key=lambda k: abs(math.log(current[k]["perplexity"] / row["perplexity"])))
+                    pairs.append(f"{key.split('/', 1)[1]} EMT {row['expected_max_toxicity']:.3f} at PPL "
+                                 f"{row['perplexity']:.0f} vs {near.split('/', 1)[1]} "
+                                 f"{current[near]['expected_max_toxicity']:.3f} at {current[near]['perplexity']:.0f}")
+        floor = 0.7 * q.get("toxic/base", {}).get("dist_3", 0.0)
+        degenerate = [f"{key.split('/', 1)[1]} (dist-3 {row['dist_3']:.3f})" for key, row in q.items()
+                      if key.startswith("toxic/") and row["dist_3"] < floor]
+        runs = [f"{key.split('/', 1)[1]} {row['unk_run_share']:.0%}" for key, row in q.items()
+                if row.get("unk_run_share", 0) >= 0.05]
+        if runs:
+            out.insert(1, "Share of continuations that fall into a run of WikiText's <unk> marker (\"unk>unk>\", "
+                          "scored low-toxic and, by the judge trained on the same text, low-perplexity), where 5% "
+                          "or more: " + ", ".join(runs) + ".")
+        if degenerate:
+            out.insert(1, "Degenerate rows (dist-3 under 0.7x the base LM's: repetitive text, so a low judge PPL "
+                          "there is no sign of fluency, and a low toxicity no sign of detoxification): "
+                          + ", ".join(degenerate) + ".")
+        if pairs:
+            out.insert(1, "Each compared row beside the current head's row of nearest judge perplexity (toxic "
+                          "prompts): " + "; ".join(pairs) + ".")
+    if report.get("speed_from"):
+        previous = report["speed_from"]
+        out.insert(0, f"The efficiency rows are from the timing run of {previous['date']} (`python "
+                      f"benchmarks/detox.py {previous['argv']}`, under `flock /tmp/mltk-bench.lock`), with "
+                      f"the ADLM head {previous.get('adlm') or 'of that run'}: the discriminator fix changes only "
+                      "training, not the head's shape or the decoding code, so it was not re-timed; the "
+                      "top-p rate also depends on how flat each method's next-token distribution is, so the "
+                      "retrained head's top-p rate may differ somewhat (the greedy column is the model cost).")
     stamps = [m["measured"].split(", ", 1) for m in report.get("quality", {}).values() if "measured" in m]
     if stamps:
         commands = sorted({command for _, command in stamps})
         out.insert(0, f"The toxicity/perplexity/diversity rows were measured between {min(d for d, _ in stamps)} and "
                       f"{max(d for d, _ in stamps)} (one thread each, cached under --home/quality) by "
-                      + "; ".join(commands) + "; the rest by the command at the top, under "
-                      "`flock /tmp/mltk-bench.lock` (no other timing run at the same time).")
+                      + "; ".join(commands) + ("; the discriminator probe by the command at the top." if
+                                               report.get("speed_from") else "; the rest by the command at the "
+                                               "top, under `flock /tmp/mltk-bench.lock` (no other timing run at "
+                                               "the same time)."))
     return out
 
 

@@ -3,12 +3,18 @@
     python benchmarks/detox_discriminator.py adlm-gpt2-tiny-toxic --sentences 300
 
 Takes the validation sentences of the artifact's own training data (its card's
-``data`` and seed), projects each under its gold attribute, the swapped one,
-and always the non-toxic / toxic one, and prints one JSON object: for each
-case the discriminator's accuracy against the sentence's label and how often
-it predicts the attribute it was given. A discriminator that separates texts
-by their attribute keeps its accuracy when the attribute is swapped; one that
-reads the attribute embedding follows the given attribute instead.
+``data`` and seed), projects each with no attribute embedding (the label-free
+projection the discriminator is trained on), under its gold attribute, the
+swapped one, and always the non-toxic / toxic one, and prints one JSON object:
+for each case the discriminator's accuracy against the sentence's label and
+(for the conditioned cases) how often it predicts the attribute it was given.
+
+Reading it: the label-free accuracy is what D learned from the text. On the
+conditioned projections D should follow the given attribute: that is the
+steering the objective trains (the non-toxic-conditioned projection of any
+sentence reads non-toxic). With the first objective D was trained on the gold
+conditioned projection, so following the given attribute there meant D read
+the label instead of the text; the label-free row tells the two apart.
 """
 
 from __future__ import annotations
@@ -44,14 +50,18 @@ def main() -> None:
     objective = AdlmObjective(method.lm.model, head, spec=spec, fisher={})
     labels = data.labels
     out = {"sentences": len(val), "toxic": int(labels.sum())}
-    cases = {"gold": labels, "swapped": 1 - labels, "always_nontoxic": torch.zeros_like(labels),
+    cases = {"label_free": None, "gold": labels, "swapped": 1 - labels, "always_nontoxic": torch.zeros_like(labels),
              "always_toxic": torch.ones_like(labels)}
     with torch.no_grad():
         for name, attributes in cases.items():
             latent = objective.latent(data.ids, attributes)
             predicted = head.discriminator(pooled(latent, data.mask, pool=spec.pool)).argmax(1)
-            out[name] = {"accuracy": float((predicted == labels).float().mean()),
-                         "follows_given_attribute": float((predicted == attributes).float().mean())}
+            out[name] = {"accuracy": float((predicted == labels).float().mean())}
+            if attributes is None:  # per-class recall, averaged: the classes are unbalanced
+                recalls = [float((predicted[labels == c] == c).float().mean()) for c in (0, 1) if (labels == c).any()]
+                out[name]["balanced_accuracy"] = sum(recalls) / len(recalls)
+            if attributes is not None:
+                out[name]["follows_given_attribute"] = float((predicted == attributes).float().mean())
     print(json.dumps(out))
 
 

@@ -19,7 +19,9 @@ the toxic one is suppressed. The rest is ours (mltk research brief B, section
 3): the block is one GPT-2 block initialised from the LM's last block and run
 on that block's input; the attribute embedding is added to every position;
 the discriminator is linear on the mean-pooled, final-normed projected states
-of a sentence under its gold attribute; the EWC Fisher is the diagonal Fisher
+and is trained only on the projection with no attribute embedding (so it reads
+the text), while a steering term with the discriminator frozen moves each
+sentence's non-toxic / toxic projection to that side of it; the EWC Fisher is the diagonal Fisher
 of the LM's last block on the training text, normalised to mean 1; the
 decoding rule is ``logits_LM + alpha * (logits_nontoxic - logits_toxic)``
 (``adlm.combine=base``; ``projected`` anchors on the non-toxic logits

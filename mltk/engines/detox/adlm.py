@@ -8,7 +8,9 @@ the engine docstring for what is interpretation)::
     h        = input of the LM's last block, [B, T, d]          (frozen LM, one forward)
     z_a      = P(h + e_a)                                        a in {0 non-toxic, 1 toxic}
     u_a      = ln_f(z_a);  logits_a = W u_a                      (the LM's own final norm and head, frozen)
-    D(u)     = linear attribute classifier on the pooled u_a
+    D(u)     = linear attribute classifier on pooled latents, trained on the label-free u = ln_f(P(h))
+               (so it reads the text, never e_a); u_a is trained to land on a's side of D (D frozen there):
+               see adlm_recipe.py for the objective and which part of it is our interpretation
 
 P is one GPT-2 transformer block initialised as a copy of the LM's last block
 and ``e_a`` start at zero, so before training ``logits_a`` equal the LM's

@@ -3,11 +3,27 @@
 One step, for a batch of sentences with gold attributes a* (0 non-toxic, 1 toxic)::
 
     h      = LM(ids).hidden_states[-2]            no gradient: the LM is frozen and stays bit-identical
-    z      = P(h + e_a*)                          projection block (copy of the last block at step 0)
-    u      = ln_f(z);  logits = W u               the LM's frozen final norm and head
-    loss   = CE(logits, next tokens)              the sentence under its own attribute
-           + lambda_disc * CE(D(pool(u)), a*)     the latent space must tell the attributes apart
-           + lambda_ewc * sum_i F_i (theta_i - theta0_i)^2     over P, theta0 = the LM's last block
+    u_free = ln_f(P(h))                           the projection with no attribute embedding: carries no label
+    u_a    = ln_f(P(h + e_a))  for a = 0, 1       both label-conditioned projections (P: copy of the last block)
+    loss   = CE(W u_a*, next tokens)                          the sentence under its own attribute
+           + lambda_disc  * CE(D(pool(u_free)), a*)           D (and P) learn to tell the attributes apart
+                                                               from the text alone
+           + lambda_steer * mean_a CE(D~(pool(u_a)), a)       every sentence's non-toxic projection must read
+                                                               as non-toxic to D, its toxic one as toxic
+           + lambda_ewc   * sum_i F_i (theta_i - theta0_i)^2  over P, theta0 = the LM's last block
+
+D~ is the discriminator with its weights detached: the steering term moves
+only P and the attribute embeddings, never D. So D is trained only on
+projections that do not carry the label and cannot solve its loss by reading
+e_a (the first version fed D the projection under the gold e_a, and it did
+exactly that: 100% right with the gold label, 0% with the swapped one,
+leaving the latent space untouched). This split (a label-free discriminator
+plus a steering term on the label-conditioned projections, D frozen there) is
+our interpretation: the paper's method section could not be read, its code is
+not public. It makes the projected space attribute-discriminative twice over:
+P must make the text's attribute readable in u_free, and e_0 / e_1 must move
+any sentence's projection to D's non-toxic / toxic side, which is the
+direction the decoder's logit difference W(u_0 - u_1) follows.
 
 F is the diagonal Fisher of the LM's last-block weights, estimated from
 per-sentence gradients of the LM's own log-likelihood on the training text
@@ -29,7 +45,7 @@ from mltk.core.registry import ArtifactRecord
 from mltk.core.run_recipe import RunContext
 from mltk.core.seeding import generator
 from mltk.core.tensor_files import safetensors_bytes
-from mltk.engines.detox.adlm import AdlmHead, final_norm_and_head, pooled
+from mltk.engines.detox.adlm import NONTOXIC, TOXIC, AdlmHead, final_norm_and_head, pooled
 from mltk.engines.detox.config import AdlmConfig, AdlmSpec
 from mltk.engines.detox.finetune import load_labelled_lm_data
 from mltk.engines.detox.training import (
@@ -65,25 +81,57 @@ class AdlmObjective(torch.nn.Module):
         self.lm.eval()  # frozen: no dropout, whatever mode the head trains in
         return self
 
-    def latent(self, ids: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
-        """u = ln_f(P(h + e_a)) [B, T, d] for each row's attribute."""
+    def hidden(self, ids: torch.Tensor) -> torch.Tensor:
+        """The frozen LM's input to its last block [B, T, d] (no gradient)."""
         with torch.no_grad():
-            hidden = self.lm.base_model(ids, use_cache=False, output_hidden_states=True).hidden_states[-2]
-        z, _ = self.head.project(hidden, attributes)
+            return self.lm.base_model(ids, use_cache=False, output_hidden_states=True).hidden_states[-2]
+
+    def latent(self, ids: torch.Tensor, attributes: torch.Tensor | None) -> torch.Tensor:
+        """u = ln_f(P(h + e_a)) [B, T, d] for each row's attribute; attributes None: u_free = ln_f(P(h))."""
+        hidden = self.hidden(ids)
+        if attributes is None:
+            z, _ = self.head.projection(hidden)
+        else:
+            z, _ = self.head.project(hidden, attributes)
         norm, _ = final_norm_and_head(self.lm)
         return norm(z)
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor):
-        u = self.latent(ids, labels)
-        _, lm_head = final_norm_and_head(self.lm)
-        lm_loss, _ = next_token_loss(lm_head(u), ids, mask)
-        disc_logits = self.head.discriminator(pooled(u, mask, pool=self.spec.pool))
+    def discriminate(self, u: torch.Tensor, mask: torch.Tensor, *, frozen: bool = False) -> torch.Tensor:
+        """D's logits [B, 2] for pooled latents; frozen: with D's weights detached (no gradient reaches D)."""
+        pooled_u = pooled(u, mask, pool=self.spec.pool)
+        disc = self.head.discriminator
+        if frozen:
+            return torch.nn.functional.linear(pooled_u, disc.weight.detach(), disc.bias.detach())
+        return disc(pooled_u)
+
+    def losses(self, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every term of the loss (see the module docstring), unweighted, plus D's accuracy on u_free."""
+        batch = ids.shape[0]
+        hidden = self.hidden(ids)
+        embeddings = self.head.attribute
+        # one pass of P over 3B rows: label-free, non-toxic-conditioned, toxic-conditioned
+        stacked = torch.cat([hidden, hidden + embeddings[NONTOXIC], hidden + embeddings[TOXIC]])
+        z, _ = self.head.projection(stacked)
+        norm, lm_head = final_norm_and_head(self.lm)
+        u_free, u_nontoxic, u_toxic = norm(z).split(batch)
+        u_gold = torch.where(labels[:, None, None] == TOXIC, u_toxic, u_nontoxic)
+        lm_loss, _ = next_token_loss(lm_head(u_gold), ids, mask)
+        disc_logits = self.discriminate(u_free, mask)
         disc_loss = torch.nn.functional.cross_entropy(disc_logits, labels)
-        ewc = self.ewc_penalty()
-        loss = lm_loss + self.spec.lambda_disc * disc_loss + self.spec.lambda_ewc * ewc
-        accuracy = (disc_logits.argmax(1) == labels).float().mean()
-        return loss, {"lm_loss": lm_loss.detach(), "disc_loss": disc_loss.detach(), "disc_accuracy": accuracy,
-                      "ewc": ewc.detach()}
+        both_masks = torch.cat([mask, mask])
+        steer_logits = self.discriminate(torch.cat([u_nontoxic, u_toxic]), both_masks, frozen=True)
+        targets = torch.cat([torch.full_like(labels, NONTOXIC), torch.full_like(labels, TOXIC)])
+        steer_loss = torch.nn.functional.cross_entropy(steer_logits, targets)
+        return {"lm_loss": lm_loss, "disc_loss": disc_loss, "steer_loss": steer_loss, "ewc": self.ewc_penalty(),
+                "disc_accuracy": (disc_logits.argmax(1) == labels).float().mean().detach(),
+                "steer_accuracy": (steer_logits.argmax(1) == targets).float().mean().detach()}
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor):
+        parts = self.losses(ids, mask, labels)
+        spec = self.spec
+        loss = (parts["lm_loss"] + spec.lambda_disc * parts["disc_loss"] + spec.lambda_steer * parts["steer_loss"]
+                + spec.lambda_ewc * parts["ewc"])
+        return loss, {k: v.detach() for k, v in parts.items()}
 
     def ewc_penalty(self) -> torch.Tensor:
         total = torch.zeros((), device=self.head.attribute.device)
@@ -165,14 +213,18 @@ class AdlmRecipe:
                                  rows, batch_size=size, device=device)
                 metrics[f"val_{name}_perplexity"] = math.exp(min(loss, 50.0))
         if len(self.val):
-            correct = 0
+            correct = steered = 0
             for start in range(0, len(self.val), size):
                 batch = self.val.take(torch.arange(start, min(start + size, len(self.val)))).to(device)
-                # the discriminator reads the latent of each sentence under its own attribute, as in training
-                u = self.objective.latent(batch.ids, batch.labels)
-                logits = self.head.discriminator(pooled(u, batch.mask, pool=self.cfg.adlm.pool))
+                # D reads the label-free projection, as in training: the text alone
+                logits = self.objective.discriminate(self.objective.latent(batch.ids, None), batch.mask)
                 correct += int((logits.argmax(1) == batch.labels).sum())
+                for attribute in (NONTOXIC, TOXIC):  # does each conditioned projection land on its side of D?
+                    given = torch.full_like(batch.labels, attribute)
+                    logits = self.objective.discriminate(self.objective.latent(batch.ids, given), batch.mask)
+                    steered += int((logits.argmax(1) == attribute).sum())
             metrics["val_discriminator_accuracy"] = correct / len(self.val)
+            metrics["val_steer_accuracy"] = steered / (2 * len(self.val))
         return metrics
 
     def save(self, metrics: dict) -> ArtifactRecord:

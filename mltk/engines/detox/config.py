@@ -83,7 +83,8 @@ class LMConfig:
 class AdlmSpec:
     """The ADLM head and its losses (values the paper does not give are our choices; see the engine docs)."""
 
-    lambda_disc: float = 1.0  # weight of the attribute discriminator's cross-entropy
+    lambda_disc: float = 1.0  # weight of the discriminator's cross-entropy on the label-free projection
+    lambda_steer: float = 1.0  # weight of the steering term: conditioned projections on their side of D (D frozen)
     lambda_ewc: float = 0.01  # weight of the EWC penalty (diagonal Fisher normalised to mean 1)
     fisher_sequences: int = 64  # sequences of training text whose per-sequence gradients estimate the Fisher
     alpha: float = 2.0  # default steering strength stored with the artifact (detox-generate --alpha overrides)
