@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from mltk.core.device import amp_dtype, autocast
 from mltk.core.errors import ConfigError, Interrupted
 from mltk.core.run_recipe import RunContext
+from mltk.core.runs import checkpoint_due
 from mltk.core.seeding import generator, seed_step
 from mltk.data.batches import epoch_order, per_rank_batch, step_indices
 from mltk.data.text import TextExample, in_slice, read_sources
@@ -252,7 +253,8 @@ class StepLoop:
                     bar.line(f"step {done}/{loop.steps}  " + "  ".join(
                         f"{k} {v:.4g}" for k, v in record.items() if k != "step"))
                     totals, tokens, since, started = {}, 0, 0, time.perf_counter()
-                if self._checkpoint_due(done, last_checkpoint):
+                if checkpoint_due(done, loop.steps, every_steps=loop.ckpt_every,
+                                  every_minutes=loop.ckpt_minutes, last_saved=last_checkpoint):
                     self._checkpoint(done)
                     last_checkpoint = time.perf_counter()
             bar.update(loop.steps)
@@ -278,13 +280,6 @@ class StepLoop:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return {"loss": float(loss.detach()), **{k: float(v) for k, v in stats.items()}}, int(batch.mask.sum())
-
-    def _checkpoint_due(self, done: int, last_checkpoint: float) -> bool:
-        if done == self.loop.steps:
-            return True
-        if self.loop.ckpt_every:
-            return done % self.loop.ckpt_every == 0
-        return time.perf_counter() - last_checkpoint >= 60 * self.loop.ckpt_minutes
 
     def _checkpoint(self, step: int) -> None:
         if not self.ctx.dist.is_main:
