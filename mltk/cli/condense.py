@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mltk.cli.render import FormatOption, emit, format_value, key_values, reporter_for
+from mltk.cli.render import FormatOption, emit, format_value, key_values, reporter_for, run_rows
 from mltk.core import config as config_mod
 from mltk.core import distributed
 from mltk.core.catalog import get_recipe, preset_names, preset_path
@@ -88,8 +88,7 @@ def condense(
 
     def human(console):
         rows = [(key.replace("_", " "), value) for key, value in results["metrics"].items()]
-        rows += [("wall time", f"{results['wall_time_s']:.1f} s"), ("artifact", results["artifact"]),
-                 ("run", results["run_dir"])]
+        rows += run_rows(results)
         rows += [("exported", path) for path in results.get("exported", [])]
         console.print(key_values(f"mltk condense {dataset} --ipc {cfg.ipc} --method {cfg.method}",
                                  ((k, format_value(v)) for k, v in rows)))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mltk.cli.render import FormatOption, emit, format_value, key_values, reporter_for
+from mltk.cli.render import FormatOption, emit, format_value, key_values, reporter_for, run_rows
 from mltk.core.paths import runs_root
 from mltk.core.registry import Registry
 from mltk.core.run_recipe import run_recipe
@@ -61,8 +61,7 @@ def quantize(
     def human(console):
         metrics = results["metrics"]
         rows = [(key.replace("_", " "), value) for key, value in metrics.items()]
-        rows += [("wall time", f"{results['wall_time_s']:.1f} s"), ("artifact", results["artifact"]),
-                 ("run", results["run_dir"])]
+        rows += run_rows(results)
         console.print(key_values(f"mltk quantize {model}", ((k, format_value(v)) for k, v in rows)))
 
     emit(fmt, results, human, quiet=results["artifact"])

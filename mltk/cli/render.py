@@ -69,6 +69,15 @@ def key_values(title: str | None, pairs: Iterable[tuple[str, Any]]) -> Table:
     return out
 
 
+def run_rows(results: dict) -> list[tuple[str, str]]:
+    """The rows every training command ends its table with: wall time (and the total over resumes), artifact, run."""
+    wall = f"{results['wall_time_s']:.1f} s"
+    total = results.get("wall_time_total_s")
+    if results.get("resumed_from") and total is not None:
+        wall += f" ({total:.1f} s with the invocations before the resume)"
+    return [("wall time", wall), ("artifact", results["artifact"]), ("run", results["run_dir"])]
+
+
 def format_value(value: Any) -> str:
     if value is None:
         return "-"

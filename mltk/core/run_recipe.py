@@ -69,6 +69,7 @@ def run_recipe(entry: RecipeEntry, cfg: Any, *, resume: str | None, runs_root: P
         identity = config_mod.config_hash(cfg, ignore=RUN_IDENTITY_IGNORES)
         ckpt = _choose_checkpoint(resume, entry.name, runs_root, identity, dist_info)
         run = _open_run_dir(entry, cfg, ckpt, runs_root, identity, dist_info, reporter)
+        run.clock_started, run.seconds_before = started, ckpt.seconds_spent if ckpt else 0.0
         if dist_info.enabled:
             reporter.info(f"distributed: {dist_info.world_size} ranks, backend {dist_info.backend}")
         ctx = RunContext(recipe=entry.name, run=run, dist=dist_info, device=device,
@@ -92,6 +93,8 @@ def run_recipe(entry: RecipeEntry, cfg: Any, *, resume: str | None, runs_root: P
             "artifact": record.ref if record else None,
             "metrics": metrics,
             "wall_time_s": round(time.perf_counter() - started, 3),
+            # With resumes: every invocation's time up to the checkpoint resumed from, plus this one.
+            "wall_time_total_s": round(run.seconds_so_far(), 3),
             "world_size": dist_info.world_size,
             "device": str(device),
             "resumed_from": str(ckpt.path) if ckpt else None,

@@ -39,6 +39,7 @@ from mltk.core.tensor_files import (
 )
 
 RUN_FILE = "run.json"
+CLOCK_FILE = "clock.json"  # in each checkpoint: the run's wall time so far, so resumes add up
 _STEP_RE = re.compile(r"^step-(\d+)$")
 
 
@@ -64,6 +65,12 @@ class Checkpoint:
     def load_trainer_state(self) -> Any:
         return load_state_tree(self.path / "trainer_state.safetensors")
 
+    @property
+    def seconds_spent(self) -> float:
+        """Wall time the run had spent when this checkpoint was written, over all its resumes (0 if unknown)."""
+        clock = self.path / CLOCK_FILE
+        return float(json.loads(clock.read_text())["seconds"]) if clock.is_file() else 0.0
+
     def __repr__(self) -> str:
         return f"Checkpoint({self.path})"
 
@@ -71,9 +78,16 @@ class Checkpoint:
 class RunDir:
     """One run's folder. With ``writable=False`` (non-main ranks) writes do nothing."""
 
-    def __init__(self, path: Path, *, writable: bool = True):
+    def __init__(self, path: Path, *, writable: bool = True, seconds_before: float = 0.0):
         self.path = Path(path)
         self.writable = writable
+        # Wall time spent by earlier invocations (the resumed checkpoint's), plus this one's clock.
+        self.seconds_before = seconds_before
+        self.clock_started = time.perf_counter()
+
+    def seconds_so_far(self) -> float:
+        """Wall time of this run over every invocation up to its last checkpoint, plus this one's."""
+        return self.seconds_before + time.perf_counter() - self.clock_started
 
     # ------------------------------------------------------------ creation
 
@@ -162,6 +176,7 @@ class RunDir:
         staging.mkdir()
         save_safetensors(staging / "model.safetensors", model_state)
         save_state_tree(staging / "trainer_state.safetensors", trainer_state)
+        write_file(staging / CLOCK_FILE, json.dumps({"seconds": round(self.seconds_so_far(), 3)}).encode())
         fsync_dir(staging)
         if final.exists():
             shutil.rmtree(final)

@@ -93,9 +93,14 @@ def test_ctrl_c_writes_checkpoint_exits_130_and_resumes_identically(cli_process,
     stopped_at = max(int(p.name.split("-")[1]) for p in (run / "ckpt").glob("step-*"))
     assert 8 <= stopped_at < 176
 
+    spent = json.loads((run / "ckpt" / f"step-{stopped_at}" / "clock.json").read_text())["seconds"]
+
     resumed = cli_process("train", "supervised", *RUN, "name=stopped", "--resume", str(run), "--format", "json")
     assert resumed.code == 0, resumed.stderr
     _assert_identical(_weights(mltk_env / "home", resumed.json()["artifact"]), expected)
+    # the reported total counts the interrupted invocation's time up to its checkpoint
+    out = resumed.json()
+    assert spent > 0 and out["wall_time_total_s"] == pytest.approx(spent + out["wall_time_s"], abs=0.01)
 
 
 def test_resume_last_without_runs_is_an_error(cli):
