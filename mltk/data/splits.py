@@ -93,8 +93,10 @@ def holdout(
     amount: a fraction in (0, 1) (rounded to a count) or a whole count >= 1.
     The held images are the first of ``torch.randperm`` under a generator
     seeded with ``seed``, so the same dataset, amount and seed give the same
-    split on every run; both parts keep the original order. Bad amounts raise
-    ConfigError naming ``config_key``.
+    split on every run; both parts keep the original order, so the held part
+    of a dataset stored class by class (an image folder or zip) is itself in
+    class order: score a seeded subset of it, never its first N images. Bad
+    amounts raise ConfigError naming ``config_key``.
     """
     total = len(dataset)
     problem = _amount_problem(config_key, amount) or (
