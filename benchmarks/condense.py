@@ -299,7 +299,7 @@ NOTES = [
     "condense digits --ipc 1 model.options.width=8 match.iterations=10 match.batch_real=16 "
     "kfs.warmup_steps=10 eval.runs=0` took 15.8 s with two threads and 0.7 s with one, while other jobs "
     "ran). The timed processes (speed, memory) each ran under `flock /tmp/mltk-bench.lock`; the accuracy "
-    "sections did not need the lock. Three other people's jobs shared the 2 cores throughout (load "
+    "sections did not need the lock. Other jobs shared the 2 cores throughout (load "
     "average 4-7), so every wall time here is 2-4x an idle machine's.",
     "* Scale (2026-11-29 run): all accuracy runs together had a budget of about 40 minutes of wall time "
     "on this machine, so both accuracy sections ran below their presets, the same for every method of "
@@ -312,7 +312,7 @@ NOTES = [
     "(4 methods x 3 seeds) 25 min, IPC 2 (3 methods x 3 seeds) 20 min, CIFAR-10 (2 IPCs x 3 methods) "
     "24 min; herding was left out at digits IPC 2 and on CIFAR-10 to save time.",
     "* Not run: the GPU preset `condense/cifar10-paper` (20,000 iterations, 1,000-epoch evaluation, "
-    "5 x 5 runs; target 59.8 / 72.0 / 75.0 at IPC 1 / 10 / 50): no GPU was lent to this session. The "
+    "5 x 5 runs; target 59.8 / 72.0 / 75.0 at IPC 1 / 10 / 50): no GPU was available for these runs. The "
     "KFS design comparison (`python benchmarks/condense.py design`) was not run either.",
     "* Reading the digits result: DM here (93.8 at IPC 1) is much stronger than the brief's prototype "
     "DM (89.3), and KFS (92.1) stays below it at both IPCs, so item 1 of the issue is not met at this "

@@ -430,14 +430,14 @@ def notes(report: dict) -> list[str]:
     if report.get("quality"):
         out.insert(0, f"Scale: the first {args['prompts']} prompts of each file and {args['samples']} samples of 20 "
                       "tokens per prompt (the issue asks for 25 samples; fewer prompts and samples keep the four "
-                      "methods x two prompt sets within the CPU budget of a 2-core machine shared by four "
-                      "engineers). Every method gets the same prompts, samples, seed and top-p.")
+                      "methods x two prompt sets within the CPU budget of a 2-core machine shared with other "
+                      "jobs). Every method gets the same prompts, samples, seed and top-p.")
     if report.get("speed"):
         spread = [max(v[key]) / min(v[key]) for v in report["speed"].values()
                   for key in ("tokens_per_s", "greedy_tokens_per_s") if min(v.get(key) or [0]) > 0]
         if spread:
             out.insert(0, f"Timing noise: one method's tokens/s varied by up to {max(spread):.1f}x between rounds "
-                          "(other engineers' jobs share the 2 cores; the per-round figures are in detox.json): the "
+                          "(other jobs share the 2 cores; the per-round figures are in detox.json): the "
                           "ratios are medians of few rounds and only rough.")
     found = report.get("discriminator_probe")
     if found and "label_free" in found:
@@ -529,7 +529,7 @@ NOTES = [
     "Peak RSS is each method alone in a fresh process loading it and generating the speed prompts: the whole "
     "process (Python, torch, transformers), and over the peak after the imports; on CUDA the protocol reports "
     "peak allocated memory instead.",
-    "The machine is shared by four engineers (2 cores): tokens/s are medians over interleaved rounds, and the "
+    "The machine's 2 cores are shared with other jobs: tokens/s are medians over interleaved rounds, and the "
     "ratios between methods are more reliable than the absolute rates.",
 ]
 

@@ -19,9 +19,9 @@ def write_report(work: Path, results: Path) -> None:
     (results / "mim.json").write_text(json.dumps(_without_logs(data), indent=2) + "\n")
     lines = ["# Masked image modelling: MAE, RC-MAE and self-distillation (`mim` engine)", "",
              "Written by `python benchmarks/mim.py --report` (with `MLTK_MIM_WORK` pointing at the sections'",
-             "results) from real runs of `benchmarks/mim.py` on this machine's CPU; no GPU was lent to this",
-             "session. Timings ran under `flock /tmp/mltk-bench.lock`; accuracy runs on one thread",
-             "(`OMP_NUM_THREADS=1`). The machine's 2 cores were shared with three other engineers' jobs (load",
+             "results) from real runs of `benchmarks/mim.py` on this machine's CPU; no GPU was available",
+             "for these runs. Timings ran under `flock /tmp/mltk-bench.lock`; accuracy runs on one thread",
+             "(`OMP_NUM_THREADS=1`). The machine's 2 cores were shared with other jobs (load",
              "average 6-8 during these runs), so absolute times are pessimistic; side-by-side ratios are the",
              "figures to read. Every accuracy figure below comes from a tiny budget on a CPU, stated with it.", ""]
     lines += _summary(data)
@@ -32,7 +32,7 @@ def write_report(work: Path, results: Path) -> None:
     lines += ["## 5. ImageNet-scale ViT-B (GPU presets)", "",
               "`mltk/presets/mae/imagenet-vit-base.yaml`, `rc-mae/imagenet-vit-base.yaml` and",
               "`sdft/vit-base-224.yaml` carry the papers' settings and reported figures in their headers. They",
-              "have not been run by mltk: no GPU was lent to this session, so the MAE vs RC-MAE step time and",
+              "have not been run by mltk: no GPU was available for these runs, so the MAE vs RC-MAE step time and",
               "peak memory at batch 256 on a GPU are not measured.", ""]
     env = next(iter(data.values()), {}).get("environment")
     if env:
@@ -90,7 +90,7 @@ def _summary(data: dict) -> list[str]:
                      f"{metrics['teacher_distance_from_init']:.2f}, student {metrics['student_distance_from_init']:.2f}.")
     else:
         lines.append("4. sdft: not measured.")
-    lines += ["5. GPU presets: written with the papers' settings and figures; not run (no GPU in this session).",
+    lines += ["5. GPU presets: written with the papers' settings and figures; not run (no GPU was available).",
               "6. Tests: tests/engines/mim (identical permutation, teacher without gradient and its EMA formula,",
               "   gamma 0 = MAE, unmasked [CLS] path, 3-step golden losses, bit-identical resume of each recipe,",
               "   2-rank DDP, bad input).", ""]
@@ -118,7 +118,7 @@ def _mean_std(values: list[float]) -> str:
 def _digits(digits: dict | None) -> list[str]:
     lines = ["## 0. The default presets on digits", ""]
     if not digits:
-        return lines + ["Not run in this session (the CPU budget went to sections 1-4); the command is",
+        return lines + ["Not run (the CPU budget went to sections 1-4); the command is",
                         "`OMP_NUM_THREADS=1 python benchmarks/mim.py --section digits --seeds 3`.", ""]
     runs = digits["runs"]
     first = next(iter(runs.values()))[0]
@@ -206,7 +206,7 @@ def _cifar(cifar: dict | None, work: Path) -> list[str]:
                       "reason it probes closer to the untrained network than the MAE student does; the gap is not",
                       "evidence for the paper's claim. A run long enough to move the probes above the untrained",
                       "reference (many epochs: a GPU, or hours of CPU) is needed for that comparison; it did not fit",
-                      "this session's CPU budget."]
+                      "the CPU budget of these runs."]
     return lines + [""]
 
 
@@ -370,5 +370,5 @@ def _sdft(sdft: dict | None) -> list[str]:
                   "first self-distillation steps (the run's metrics.jsonl). The initial model itself is the 120-step",
                   "MAE of section 1, whose features are not better than an untrained ViT's on CIFAR-10. The paper's",
                   "setting (an ImageNet MAE, 20,000 steps per stage on a few thousand target images) is what the",
-                  "GPU preset `sdft/vit-base-224` runs; it did not fit this session."]
+                  "GPU preset `sdft/vit-base-224` runs; it did not fit the CPU budget of these runs."]
     return lines + [""]

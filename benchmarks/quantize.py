@@ -379,16 +379,16 @@ def write_report(results: dict) -> None:
         out += _run_table(section) + [""] + _commands(section) + [""]
     if "cifar10" not in results:
         out += ["## W1/A1 on CIFAR-10: left out", "",
-                "Not run in this session. A float MobileNetV2 on a CIFAR-10 subset plus five W1/A1 variants at an "
-                "equal budget would have cost well over the 40 minutes of one-thread accuracy runs this session "
-                "had on a 2-core CPU shared by four engineers, and at the digits budget MobileNetV2 W1/A1 sits at "
+                "Not run. A float MobileNetV2 on a CIFAR-10 subset plus five W1/A1 variants at an "
+                "equal budget would have cost well over the 40 minutes of one-thread accuracy runs budgeted "
+                "here on a 2-core CPU shared with other jobs, and at the digits budget MobileNetV2 W1/A1 sits at "
                 "chance (diagnosis above), so a reduced CIFAR-10 run would only repeat that. The section is "
                 "ready: `python benchmarks/quantize.py --section cifar10 --cifar-train 8000` (5,000 held out as "
                 "test, `--preset cifar10-cpu`).", ""]
     out += ["## GPU preset (CIFAR-100, the paper's setting): not run", "",
             "`mltk/presets/quantize/cifar100-mobilenetv2.yaml` is written (its header holds the paper's claim: "
             "W1/A1 preserves the full-precision CIFAR-100 accuracy of compact backbones; the table values could "
-            "not be read here) and is not yet run by mltk: no GPU was lent to this session.", ""]
+            "not be read here) and is not yet run by mltk: no GPU was available for these runs.", ""]
     if "size" in results:
         out += ["## Size on disk", "",
                 "model.safetensors of the float artifact against the quantized one (MobileNetV2 for CIFAR-10, "
