@@ -162,13 +162,20 @@ def _rebuild(spec: dict, weights: Path, where: str) -> ImageClassifier:
     except ConfigError as exc:
         raise ArtifactError(f"{where}: the card's architecture spec is invalid: {exc.message}") from None
     tensors, _ = load_safetensors(weights)
-    _load_strict(model, tensors, where)
+    load_weights_exactly(model, tensors, where, fits=f"the architecture {model.arch!r}")
     model.eval()
     return model
 
 
-def _load_strict(model: ImageClassifier, tensors: dict[str, torch.Tensor], where: str) -> None:
-    own = model.state_dict()
+def load_weights_exactly(module: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str, *,
+                         fits: str = "the architecture",
+                         hint: str = "check --arch and its options (num_classes, width, ...)") -> None:
+    """Load ``tensors`` into ``module``: every key present, none extra, every shape equal; else ArtifactError.
+
+    The message names ``where``, what the weights should fit (``fits``) and the
+    first missing, unexpected and mis-shaped key, with ``hint`` as the next step.
+    """
+    own = module.state_dict()
     # Checkpoints written before PyTorch 0.4.1 have no BatchNorm step counter;
     # the counter only matters for momentum=None, and loading leaves it at 0.
     missing = sorted(k for k in set(own) - set(tensors) if not k.endswith("num_batches_tracked"))
@@ -184,10 +191,8 @@ def _load_strict(model: ImageClassifier, tensors: dict[str, torch.Tensor], where
             key = wrong[0]
             parts.append(f"{len(wrong)} of another shape (first: {key} {tuple(tensors[key].shape)} "
                          f"vs {tuple(own[key].shape)})")
-        raise ArtifactError(f"{where}: the weights do not fit the architecture {model.arch!r}: "
-                            + "; ".join(parts),
-                            hint="check --arch and its options (num_classes, width, ...)")
-    model.load_state_dict(tensors, strict=False)
+        raise ArtifactError(f"{where}: the weights do not fit {fits}: " + "; ".join(parts), hint=hint)
+    module.load_state_dict(tensors, strict=False)
 
 
 # ---------------------------------------------------------------- importing foreign weights
@@ -206,6 +211,6 @@ def import_classifier(path: Path, *, arch: str, num_classes: int, in_channels: i
                         mean=mean, std=std, **options)
     if not all(key.startswith("net.") for key in tensors):
         tensors = {f"net.{key}": value for key, value in tensors.items()}
-    _load_strict(model, tensors, str(path))
+    load_weights_exactly(model, tensors, str(path), fits=f"the architecture {model.arch!r}")
     model.eval()
     return model

@@ -21,6 +21,7 @@ samples of a prompt do not depend on which other prompts run with it.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import inspect
 import time
@@ -94,7 +95,7 @@ class _ModelCall:
         return out, out.get(self.cache_key) if args["use_cache"] else None
 
 
-class Decoder:
+class Decoder(abc.ABC):
     """Next-token logits for a batch; subclasses implement ``_forward(new_ids, state) -> (logits, state)``."""
 
     def __init__(self, *, use_cache: bool = True):
@@ -115,8 +116,9 @@ class Decoder:
             logits, _ = self._forward(self.ids, None)
         return logits
 
+    @abc.abstractmethod
     def _forward(self, ids: torch.Tensor, state):
-        raise NotImplementedError
+        """(logits of the last position [B, V], the state to continue from) for ``ids`` after ``state``."""
 
 
 class LMDecoder(Decoder):

@@ -30,6 +30,7 @@ from mltk.engines.detox.adlm import AdlmHead, check_head_fits
 from mltk.engines.detox.adlm_recipe import ADLM_KIND, HEAD_FILE
 from mltk.engines.detox.finetune import ANTIEXPERT_FILE, DEXPERTS_KIND, EXPERT_FILE
 from mltk.engines.detox.generation import AdlmDecoder, ContrastDecoder, Decoder, LMDecoder
+from mltk.nn.artifacts import load_weights_exactly
 from mltk.nn.causal_lm import (
     HUB_PREFIX,
     LoadedLM,
@@ -40,6 +41,7 @@ from mltk.nn.causal_lm import (
 from mltk.nn.causal_lm import KIND as LM_KIND
 
 METHODS = ("base", "dapt", "dexperts", "adlm")
+FOREIGN_WEIGHTS_HINT = "the artifact belongs to another LM or was damaged; `mltk verify` checks it"
 
 
 @dataclasses.dataclass
@@ -126,7 +128,7 @@ def _adlm(ref: str, card: dict, read, loaded: LoadedLM, device) -> DetoxMethod:
         raise ArtifactError(f"{ref}: the adlm card has no arch.adlm_head", hint="the card was edited or is damaged")
     head = AdlmHead.from_spec(spec)
     tensors, _ = load_safetensors(read(HEAD_FILE))
-    _load_strict(head, tensors, ref)
+    load_weights_exactly(head, tensors, ref, fits="the ADLM head", hint=FOREIGN_WEIGHTS_HINT)
     check_head_fits(head, loaded.model, ref)
     head.to(device).eval()
     decoding = {"alpha": 2.0, "combine": "base", **(card.get("decoding") or {})}
@@ -143,7 +145,7 @@ def _dexperts(ref: str, card: dict, read, loaded: LoadedLM, device) -> DetoxMeth
     for filename in (EXPERT_FILE, ANTIEXPERT_FILE):
         model = copy.deepcopy(loaded.model)
         tensors, _ = load_safetensors(read(filename))
-        _load_strict(model, tensors, f"{ref} {filename}")
+        load_weights_exactly(model, tensors, f"{ref} {filename}", fits="the LM", hint=FOREIGN_WEIGHTS_HINT)
         experts.append(model.to(device).eval())
     decoding = {"alpha": 2.0, "filter_p": 0.9, **(card.get("decoding") or {})}
 
@@ -177,16 +179,3 @@ def _card_of(ref: str, registry: Registry) -> tuple[dict, Callable[[str], Path]]
         return card, read_exported
     record = registry.resolve(ref)
     return record.card(verify=True), record.file
-
-
-def _load_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
-    own = module.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    wrong = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
-    if missing or unexpected or wrong:
-        first = (missing or unexpected or wrong)[0]
-        raise ArtifactError(f"{where}: the stored weights do not fit ({len(missing)} missing, {len(unexpected)} "
-                            f"unexpected, {len(wrong)} of another shape; first: {first})",
-                            hint="the artifact belongs to another LM or was damaged; `mltk verify` checks it")
-    module.load_state_dict(tensors)

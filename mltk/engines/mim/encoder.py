@@ -25,7 +25,7 @@ from mltk import __version__
 from mltk.core.errors import ArtifactError, ConfigError, UsageError
 from mltk.core.registry import CARD_FILE, Registry, sha256_file
 from mltk.core.tensor_files import load_safetensors, safetensors_bytes
-from mltk.nn.artifacts import load_classifier, looks_like_path
+from mltk.nn.artifacts import load_classifier, load_weights_exactly, looks_like_path
 from mltk.nn.mae import MaskedAutoencoder, build_mae
 
 KIND = "encoder"
@@ -157,20 +157,5 @@ def _open(ref: str, registry: Registry | None) -> tuple[dict, Callable[[str], Pa
 
 def load_strict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
     """Load ``tensors`` into ``model``: every key present, none extra, every shape equal; else ArtifactError."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    wrong = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (first: {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (first: {unexpected[0]})")
-        if wrong:
-            key = wrong[0]
-            parts.append(f"{len(wrong)} of another shape (first: {key} {tuple(tensors[key].shape)} "
-                         f"vs {tuple(own[key].shape)})")
-        raise ArtifactError(f"{where}: the weights do not fit the architecture: " + "; ".join(parts),
-                            hint="the card and the weights disagree; re-export or retrain the artifact")
-    model.load_state_dict(tensors)
+    load_weights_exactly(model, tensors, where,
+                         hint="the card and the weights disagree; re-export or retrain the artifact")
