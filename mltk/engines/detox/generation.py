@@ -177,40 +177,46 @@ class AdlmDecoder(Decoder):
 # ---------------------------------------------------------------- sampling
 
 
-def nucleus(logits: torch.Tensor, top_p: float, *, bins: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """The smallest set of tokens of probability >= top_p, per row of logits [B, V], highest first:
-    (values [B, K] with the tokens past the nucleus at -inf, their token ids [B, K]).
+def nucleus(logits: torch.Tensor, top_p: float, *, bins: int = 1024,
+            span: float = 30.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The smallest set of tokens of probability >= top_p, per row of logits [B, V]: (in_nucleus bool [B, V],
+    weights [B, V]: the tokens' probabilities up to a per-row factor, the largest 1).
 
-    Sorting the whole vocabulary costs most of a small LM's decoding time on a CPU (50,257 entries
-    per row), so one pass first sums the probability in ``bins`` log-probability bins per row and
-    takes the highest bins that hold at least ``top_p`` of it; only the tokens in those bins are
-    sorted. Every token below them has at least ``top_p`` ranked above it and is out of the nucleus,
-    so the result is exactly the full sort's.
+    A small LM's next-token distribution is flat (its nucleus often holds thousands of the 50,257
+    tokens), so sorting the vocabulary, or even the nucleus, costs more per token than the LM on a
+    CPU. Instead one pass sums the probability in ``bins`` bins of log-probability below each row's
+    top token (``span`` nats wide; whatever lies further below shares the last bin): every bin above
+    the one where the running sum reaches ``top_p`` is wholly in the nucleus, every bin below it
+    wholly out, and only the tokens of that edge bin (a few dozen) are sorted to find where the
+    nucleus ends. The set is the full sort's, up to the rounding of the bins' sums (in the logits' dtype).
     """
-    rows, vocabulary = logits.shape
-    logp = logits.log_softmax(dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
-    top = logp.max(dim=-1, keepdim=True).values
-    floor = torch.clamp(logp.min(dim=-1, keepdim=True).values, min=top - 30.0)  # e^-30: the last bin takes the rest
-    width = (top - floor).clamp_min(1e-6) / bins
-    which = ((top - logp) / width).floor().clamp_(0, bins - 1).long()  # bin 0 holds the most likely tokens
-    mass = torch.zeros(rows, bins, dtype=logp.dtype, device=logp.device).scatter_add_(1, which, logp.exp())
-    enough = mass.cumsum(dim=-1) >= top_p * (1 + 1e-6)  # (rounding: a bin too many is harmless, too few is not)
-    last = torch.where(enough.any(dim=-1), enough.float().argmax(dim=-1), torch.full_like(enough[:, 0], bins - 1,
-                                                                                         dtype=torch.long))
-    k = int((which <= last[:, None]).sum(dim=-1).max())
-    values, index = logits.topk(min(k, vocabulary), dim=-1)
-    chosen = logp.gather(-1, index).double().exp()  # (float64: the cumulative sum decides ties at the edge)
-    before = chosen.cumsum(dim=-1) - chosen  # probability of the tokens ranked above each one
-    drop = before >= top_p  # the top token always stays (before = 0)
-    return values.masked_fill(drop, float("-inf")), index
+    rows = logits.shape[0]
+    top = logits.max(dim=-1, keepdim=True).values
+    shifted = logits - top  # <= 0, -inf for tokens already filtered out
+    weights = shifted.exp()
+    which = shifted.mul_(-bins / span).clamp_(max=bins - 1).long()  # bin 0 holds the most likely tokens
+    mass = torch.zeros(rows, bins, dtype=weights.dtype, device=logits.device).scatter_add_(1, which, weights)
+    mass = mass.to(torch.float64)
+    reached = mass.cumsum(dim=-1)
+    target = top_p * reached[:, -1:]
+    edge_bin = (reached >= target).long().argmax(dim=-1, keepdim=True)  # (the last bin always reaches it,
+    # up to rounding; argmax of all-False is 0, which only keeps more tokens sorted, never a wrong one)
+    above_edge = reached.gather(1, edge_bin) - mass.gather(1, edge_bin)
+    in_edge = which == edge_bin
+    values, index = weights.masked_fill(~in_edge, -1.0).topk(int(in_edge.sum(dim=-1).max()), dim=-1)
+    chosen = values.to(torch.float64).clamp_min(0.0)
+    before = above_edge + chosen.cumsum(dim=-1) - chosen  # probability ranked above each edge token
+    keep = (before < target) & (values > 0)  # the top token always stays (before = 0)
+    in_nucleus = (which < edge_bin) | torch.zeros_like(in_edge).scatter_(1, index, keep)
+    return in_nucleus, weights
 
 
 def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     """logits [B, V] with every token outside the smallest set of probability >= top_p set to -inf."""
     if top_p >= 1.0:
         return logits
-    values, index = nucleus(logits, top_p)
-    return torch.full_like(logits, float("-inf")).scatter(-1, index, values)
+    in_nucleus, _ = nucleus(logits, top_p)
+    return logits.masked_fill(~in_nucleus, float("-inf"))
 
 
 def top_k_filter(logits: torch.Tensor, top_k: int) -> torch.Tensor:
@@ -224,12 +230,24 @@ def sample_next(logits: torch.Tensor, sampling: Sampling, rng: torch.Generator) 
     """One token per row of logits [B, V]: int64 [B]. With top-p the draw is among the nucleus only."""
     if sampling.temperature == 0:
         return logits.argmax(dim=-1)
-    logits = top_k_filter(logits / sampling.temperature, sampling.top_k)
+    if sampling.temperature != 1.0:
+        logits = logits / sampling.temperature
+    logits = top_k_filter(logits, sampling.top_k)
     if sampling.top_p >= 1.0:
-        return torch.multinomial(logits.softmax(dim=-1).cpu(), 1, generator=rng).flatten().to(logits.device)
-    values, index = nucleus(logits, sampling.top_p)
-    choice = torch.multinomial(values.softmax(dim=-1).cpu(), 1, generator=rng).to(logits.device)
-    return index.gather(-1, choice).flatten()
+        weights = (logits - logits.max(dim=-1, keepdim=True).values).exp()
+    else:
+        in_nucleus, weights = nucleus(logits, sampling.top_p)
+        weights = weights.masked_fill_(~in_nucleus, 0.0)
+    return draw(weights, rng)
+
+
+def draw(weights: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    """One index per row of non-negative weights [B, V], in proportion to them, by inverting the running sum
+    (torch.multinomial normalises and checks the whole row first: several times slower here)."""
+    running = weights.cumsum(dim=-1)
+    point = torch.rand(weights.shape[0], 1, generator=rng, dtype=weights.dtype).to(weights.device) * running[:, -1:]
+    # the first index whose running sum exceeds the point: never a zero-weight one, whose sum equals its left's
+    return torch.searchsorted(running, point, right=True).clamp_(max=weights.shape[-1] - 1).flatten()
 
 
 def encode_prompt(tokenizer, prompt: str, *, room: int, where: str = "prompt") -> list[int]:

@@ -121,10 +121,11 @@ def test_top_p_keeps_the_smallest_nucleus_and_top_k_the_k_best():
 
 
 def _full_sort_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """The reference nucleus: sort the whole vocabulary."""
+    """The reference nucleus: sort the whole vocabulary (probabilities up to a factor, so that a uniform row's
+    sums are exact integers)."""
     sorted_logits, order = logits.sort(dim=-1, descending=True)
-    probs = sorted_logits.softmax(dim=-1)
-    drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
+    weights = (sorted_logits - sorted_logits[:, :1]).exp()
+    drop_sorted = weights.cumsum(dim=-1) - weights >= top_p * weights.sum(dim=-1, keepdim=True)
     return logits.masked_fill(torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted), float("-inf"))
 
 
