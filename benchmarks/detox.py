@@ -13,7 +13,9 @@ Then, in one process, for the toxic and the non-toxic RealToxicityPrompts
 files (the DecodingTrust subset; the first ``--prompts`` of each): 25
 continuations of 20 tokens per prompt, top-p 0.9, scored by the scorer and the
 judge, for each method. Speed is measured side by side: ``--rounds`` rounds
-of the same prompts, the methods in turn within each round, median tokens/s.
+of the same prompts, the methods in turn prompt by prompt (their order rotating
+each round); each method's ratio to the base LM is taken within a round and
+the median over rounds reported.
 Peak memory is measured with each method alone in a fresh process
 (``benchmarks/detox_memory.py``).
 
@@ -225,7 +227,9 @@ def quality(args, env: dict) -> dict:
 
 
 def speed(args, env: dict) -> dict:
-    """Tokens per second of each method, interleaved round by round on the same prompts."""
+    """Tokens per second of each method on the same prompts, interleaved prompt by prompt (the methods' order
+    rotating each round), so that other load on the machine falls on every method alike; the ratio to the base
+    LM is taken within each round (paired) and its median reported."""
     from mltk.core.registry import Registry
     from mltk.data.text import read_prompts
     from mltk.engines.detox.generation import GenerationStats, Sampling, generate
@@ -234,22 +238,37 @@ def speed(args, env: dict) -> dict:
     registry = Registry(env["MLTK_HOME"])
     prompts = [p.text for p in read_prompts(Path(env["MLTK_DATA"]) / RTP / "nontoxic.jsonl")[:args.speed_prompts]]
     methods = {name: load_method(ref, registry=registry) for name, ref in METHODS.items()}
-    rates: dict[str, list[float]] = {name: [] for name in methods}
-    greedy: dict[str, list[float]] = {name: [] for name in methods}
+    names = list(methods)
+    modes = {"top_p": Sampling(max_new_tokens=20), "greedy": Sampling(max_new_tokens=20, temperature=0)}
+    rates: dict[str, dict[str, list[float]]] = {mode: {name: [] for name in names} for mode in modes}
     for round_index in range(args.rounds):
-        for name, method in methods.items():
-            for sampling, out in ((Sampling(max_new_tokens=20), rates), (Sampling(max_new_tokens=20, temperature=0),
-                                                                         greedy)):
-                stats = GenerationStats()
-                generate(method.decoder, method.tokenizer, prompts, n=args.samples, sampling=sampling,
-                         seed=round_index, device=torch.device("cpu"), context=method.context, stats=stats)
-                out[name].append(stats.tokens_per_s)
-        print(f"round {round_index + 1}: " + "  ".join(f"{k} {v[-1]:.0f} (greedy {greedy[k][-1]:.0f})"
-                                                        for k, v in rates.items()), file=sys.stderr, flush=True)
-    return {name: {"tokens_per_s_median": statistics.median(v), "tokens_per_s": v,
-                   "greedy_tokens_per_s_median": statistics.median(greedy[name]), "greedy_tokens_per_s": greedy[name],
+        order = names[round_index % len(names):] + names[:round_index % len(names)]
+        stats = {(mode, name): GenerationStats() for mode in modes for name in names}
+        for prompt in prompts:
+            for name in order:
+                method = methods[name]
+                for mode, sampling in modes.items():
+                    generate(method.decoder, method.tokenizer, [prompt], n=args.samples, sampling=sampling,
+                             seed=round_index, device=torch.device("cpu"), context=method.context,
+                             stats=stats[mode, name])
+        for (mode, name), measured in stats.items():
+            rates[mode][name].append(measured.tokens_per_s)
+        print(f"round {round_index + 1}: " + "  ".join(f"{k} {v[-1]:.0f} (greedy {rates['greedy'][k][-1]:.0f})"
+                                                        for k, v in rates["top_p"].items()), file=sys.stderr,
+              flush=True)
+
+    def paired(mode: str, name: str, against: str) -> float:
+        return statistics.median(a / b for a, b in zip(rates[mode][name], rates[mode][against], strict=True))
+
+    return {name: {"tokens_per_s_median": statistics.median(rates["top_p"][name]),
+                   "tokens_per_s": rates["top_p"][name],
+                   "greedy_tokens_per_s_median": statistics.median(rates["greedy"][name]),
+                   "greedy_tokens_per_s": rates["greedy"][name],
+                   "vs_base": paired("top_p", name, "base"), "greedy_vs_base": paired("greedy", name, "base"),
+                   "vs_dexperts": paired("top_p", name, "dexperts"),
+                   "greedy_vs_dexperts": paired("greedy", name, "dexperts"),
                    "added_parameters": methods[name].added_parameters,
-                   "weights_mb": methods[name].weight_bytes() / 2 ** 20} for name, v in rates.items()}
+                   "weights_mb": methods[name].weight_bytes() / 2 ** 20} for name in names}
 
 
 def memory(args, env: dict) -> dict:
@@ -304,18 +323,15 @@ def write_results(report: dict) -> None:
         lines += ["", f"## Efficiency, side by side ({timed['rounds']} interleaved rounds, "
                       f"{timed['speed_prompts']} prompts x {timed['samples']} samples x 20 tokens"
                       + (f"; measured {when}, see the notes" if when else "") + ")",
-                  "", "| method | tokens/s, top-p 0.9 (median) | vs base | greedy tokens/s (model cost only) | vs base "
+                  "", "| method | tokens/s, top-p 0.9 (median) | vs base (median of per-round ratios) | greedy tokens/s "
+                      "(model cost only) | vs base "
                       "| added parameters | weights MB | peak RSS MB (own process) | peak RSS over the imports MB |",
                   "|---|---|---|---|---|---|---|---|---|"]
-        base = speed_rows["base"]["tokens_per_s_median"]
-        base_greedy = speed_rows["base"].get("greedy_tokens_per_s_median")
         for name, s in speed_rows.items():
             peak = mem.get(name, {}).get("peak_rss_mb")
             over = mem.get(name, {}).get("method_rss_mb")
-            g = s.get("greedy_tokens_per_s_median")
-            greedy_cells = f"{g:.1f} | {g / base_greedy:.2f}x" if g and base_greedy else "- | -"
-            lines.append(f"| {name} | {s['tokens_per_s_median']:.1f} | {s['tokens_per_s_median'] / base:.2f}x | "
-                         f"{greedy_cells} | "
+            lines.append(f"| {name} | {s['tokens_per_s_median']:.1f} | {s['vs_base']:.2f}x | "
+                         f"{s['greedy_tokens_per_s_median']:.1f} | {s['greedy_vs_base']:.2f}x | "
                          f"{s['added_parameters']:,} | {s['weights_mb']:.1f} | "
                          f"{'-' if peak is None else f'{peak:.0f}'} | {'-' if over is None else f'{over:.0f}'} |")
     found = report.get("discriminator_probe")
@@ -354,14 +370,12 @@ def goals(report: dict) -> list[str]:
                    f"PPL {adlm['perplexity']:.1f} vs base {base['perplexity']:.1f} (within 20%: "
                    f"{'met' if adlm['perplexity'] <= 1.2 * base['perplexity'] else 'NOT met'})")
     if "speed" in report:
-        s = {k: v["tokens_per_s_median"] for k, v in report["speed"].items()}
-        out.append(f"speed: ADLM {s['adlm'] / s['base']:.2f}x the base LM's tokens/s (goal >= 0.8: "
-                   f"{'met' if s['adlm'] >= 0.8 * s['base'] else 'NOT met'}) and {s['adlm'] / s['dexperts']:.2f}x "
-                   f"DExperts' (goal >= 1.5: {'met' if s['adlm'] >= 1.5 * s['dexperts'] else 'NOT met'})")
-        g = {k: v.get("greedy_tokens_per_s_median") for k, v in report["speed"].items()}
-        if all(g.values()):
-            out.append(f"speed with greedy decoding (the methods' model cost alone, no nucleus to find): ADLM "
-                       f"{g['adlm'] / g['base']:.2f}x the base LM's and {g['adlm'] / g['dexperts']:.2f}x DExperts'")
+        adlm = report["speed"]["adlm"]
+        out.append(f"speed (medians of per-round ratios): ADLM {adlm['vs_base']:.2f}x the base LM's tokens/s "
+                   f"(goal >= 0.8: {'met' if adlm['vs_base'] >= 0.8 else 'NOT met'}) and {adlm['vs_dexperts']:.2f}x "
+                   f"DExperts' (goal >= 1.5: {'met' if adlm['vs_dexperts'] >= 1.5 else 'NOT met'})")
+        out.append(f"speed with greedy decoding (the methods' model cost alone, no nucleus to find): ADLM "
+                   f"{adlm['greedy_vs_base']:.2f}x the base LM's and {adlm['greedy_vs_dexperts']:.2f}x DExperts'")
     return out
 
 
@@ -438,7 +452,7 @@ def notes(report: dict) -> list[str]:
         if spread:
             out.insert(0, f"Timing noise: one method's tokens/s varied by up to {max(spread):.1f}x between rounds "
                           "(other jobs share the 2 cores; the per-round figures are in detox.json): the "
-                          "ratios are medians of few rounds and only rough.")
+                          "ratios, paired within rounds, are more reliable than the rates, and still rough.")
     found = report.get("discriminator_probe")
     if found and "label_free" in found:
         out.insert(0, "The discriminator (issue 6 fix): it is trained only on the label-free projection "
@@ -529,8 +543,9 @@ NOTES = [
     "Peak RSS is each method alone in a fresh process loading it and generating the speed prompts: the whole "
     "process (Python, torch, transformers), and over the peak after the imports; on CUDA the protocol reports "
     "peak allocated memory instead.",
-    "The machine's 2 cores are shared with other jobs: tokens/s are medians over interleaved rounds, and the "
-    "ratios between methods are more reliable than the absolute rates.",
+    "The machine's 2 cores are shared with other jobs: tokens/s are medians over rounds, the methods interleaved "
+    "prompt by prompt, and the ratios between methods (paired within each round) are more reliable than the "
+    "absolute rates.",
 ]
 
 

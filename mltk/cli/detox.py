@@ -32,7 +32,8 @@ def detox_generate(
     top_p: float = typer.Option(0.9, "--top-p"),
     top_k: int = typer.Option(0, "--top-k", help="0 = off"),
     temperature: float = typer.Option(1.0, "--temperature", help="0 = greedy"),
-    filter_p: float = typer.Option(None, "--filter-p", help="DExperts: the base LM's nucleus [default: the "
+    filter_p: float = typer.Option(None, "--filter-p", help="DExperts and ADLM: the nucleus of the LM that the "
+                                                            "steering re-ranks, 1 = all tokens [default: the "
                                                             "artifact's]"),
     out: Path = typer.Option(None, "--out", "-o", help="write the JSONL records here instead of stdout"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N, mps"),
@@ -62,7 +63,8 @@ def detox_generate(
         sys.stdout.write("\n")
         sys.stdout.flush()
     reporter.info(f"{stats.generated_tokens} tokens in {stats.seconds:.2f} s ({stats.tokens_per_s:.1f} tokens/s)")
-    decoding = {**chosen.decoding, **({"alpha": alpha} if alpha is not None else {}), "top_p": top_p,
+    decoding = {**chosen.decoding, **({"alpha": alpha} if alpha is not None else {}),
+                **({"filter_p": filter_p} if filter_p is not None else {}), "top_p": top_p,
                 "top_k": top_k, "temperature": temperature, "max_new_tokens": max_new_tokens, "seed": seed}
     if records_in is not None:
         records = [{"prompt": p.text, **p.meta, "continuations": r.texts} for p, r in zip(records_in, results,

@@ -236,7 +236,7 @@ class AdlmRecipe:
         primary = "val_nontoxic_perplexity" if "val_nontoxic_perplexity" in metrics else "added_parameters"
         card = {"kind": ADLM_KIND, "engine": "detox", "arch": {"arch": "adlm-head", "adlm_head": self.head.spec},
                 "lm": {"reference": parent, "fingerprint": lm_fingerprint(self.loaded.model)},
-                "decoding": {"alpha": cfg.adlm.alpha, "combine": cfg.adlm.combine},
+                "decoding": {"alpha": cfg.adlm.alpha, "combine": cfg.adlm.combine, "filter_p": cfg.adlm.filter_p},
                 "parameters": self.head.added_parameters(), "metrics": metrics,
                 "primary_metric": {"name": primary, "higher_is_better": False},
                 "lineage": {"parent": parent, "relation": "detoxified"}, "config": to_dict(cfg),

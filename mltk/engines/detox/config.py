@@ -89,6 +89,7 @@ class AdlmSpec:
     fisher_sequences: int = 64  # sequences of training text whose per-sequence gradients estimate the Fisher
     alpha: float = 2.0  # default steering strength stored with the artifact (detox-generate --alpha overrides)
     combine: Literal["base", "projected"] = "base"  # logits = base + alpha*(nt - t), or nt + alpha*(nt - t)
+    filter_p: float = 1.0  # < 1: steer only the base's nucleus of this mass, as DExperts does (a second head product)
     pool: Literal["mean", "last"] = "mean"  # how the discriminator pools the projected states of a sentence
 
 

@@ -55,7 +55,7 @@ class ToxicityOptions:
     top_k: int = 0
     temperature: float = 1.0
     alpha: float | None = None  # steering strength [default: the artifact's]
-    filter_p: float | None = None  # DExperts' base nucleus [default: the artifact's]
+    filter_p: float | None = None  # the nucleus DExperts/ADLM steer within [default: the artifact's]
     seed: int = 0
     limit: int = 0  # only the first N prompts; 0 = all
     max_ppl: float = 1e4  # continuations at or above this perplexity are left out of the mean (DExperts)
@@ -150,6 +150,7 @@ def toxicity_protocol(request: EvalRequest, reporter: Reporter) -> EvalResult:
                "scorer": getattr(scorer, "name", options.scorer), "judge": judge.reference if judge else None,
                "scorer_heldout": getattr(scorer, "heldout", None),
                "decoding": {**method.decoding, **({"alpha": options.alpha} if options.alpha is not None else {}),
+                            **({"filter_p": options.filter_p} if options.filter_p is not None else {}),
                             "top_p": options.top_p, "top_k": options.top_k, "temperature": options.temperature},
                "seed": options.seed}
     return EvalResult(metrics=metrics, primary="expected_max_toxicity", details=details)

@@ -12,7 +12,9 @@ reference the cached path is tested against). The decoders:
 * :class:`ContrastDecoder`: DExperts, ``base + alpha * (expert - antiexpert)``
   over the base LM's ``filter_p`` nucleus, three LM forwards per token;
 * :class:`AdlmDecoder`: one LM forward and two passes of the projection block
-  (both attributes as one batch), combined before the single head product.
+  (both attributes as one batch), combined before the single head product;
+  with ``filter_p < 1`` the steering re-ranks only the LM's nucleus, as
+  DExperts does (a second head product).
 
 :func:`generate` samples ``n`` continuations per prompt with temperature,
 top-k and top-p, from a generator seeded by (seed, prompt index), so the
@@ -151,11 +153,12 @@ class ContrastDecoder(Decoder):
 class AdlmDecoder(Decoder):
     """One frozen-LM forward, then the projection block on both attributes as one batch of 2B rows."""
 
-    def __init__(self, lm: torch.nn.Module, head: AdlmHead, *, alpha: float, combine: str, use_cache: bool = True):
+    def __init__(self, lm: torch.nn.Module, head: AdlmHead, *, alpha: float, combine: str, filter_p: float = 1.0,
+                 use_cache: bool = True):
         super().__init__(use_cache=use_cache)
         self.call = _ModelCall(lm.base_model)
         self.norm, self.lm_head = final_norm_and_head(lm)
-        self.head, self.alpha, self.combine = head, alpha, combine
+        self.head, self.alpha, self.combine, self.filter_p = head, alpha, combine, filter_p
         self.layers = lm.config.n_layer
 
     def _forward(self, ids, state):
@@ -169,9 +172,15 @@ class AdlmDecoder(Decoder):
         attributes = (torch.arange(2 * batch, device=ids.device) >= batch).long() * TOXIC
         z, block_cache = self.head.project(torch.cat([into_last_block, into_last_block]), attributes, block_cache)
         projected = self.norm(z[:, -1])
-        state = combine_states(out.last_hidden_state[:, -1], projected[:batch], projected[batch:],
-                               alpha=self.alpha, combine=self.combine)
-        return self.lm_head(state).float(), (lm_cache, block_cache if self.use_cache else None)
+        base, nontoxic, toxic = out.last_hidden_state[:, -1], projected[:batch], projected[batch:]
+        state = (lm_cache, block_cache if self.use_cache else None)
+        if self.filter_p >= 1.0:
+            return self.lm_head(combine_states(base, nontoxic, toxic, alpha=self.alpha, combine=self.combine)
+                                ).float(), state
+        # DExperts-style truncation: the steering re-ranks only the anchor's nucleus (two head products)
+        anchor = base if self.combine == "base" else nontoxic
+        anchor_logits, steering = self.lm_head(torch.stack([anchor, nontoxic - toxic])).float()
+        return top_p_filter(anchor_logits, self.filter_p) + self.alpha * steering, state
 
 
 # ---------------------------------------------------------------- sampling

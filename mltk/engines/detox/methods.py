@@ -131,11 +131,12 @@ def _adlm(ref: str, card: dict, read, loaded: LoadedLM, device) -> DetoxMethod:
     load_weights_exactly(head, tensors, ref, fits="the ADLM head", hint=FOREIGN_WEIGHTS_HINT)
     check_head_fits(head, loaded.model, ref)
     head.to(device).eval()
-    decoding = {"alpha": 2.0, "combine": "base", **(card.get("decoding") or {})}
+    decoding = {"alpha": 2.0, "combine": "base", "filter_p": 1.0, **(card.get("decoding") or {})}
 
     def make(*, alpha=None, filter_p=None, use_cache=True) -> Decoder:
         return AdlmDecoder(loaded.model, head, alpha=decoding["alpha"] if alpha is None else alpha,
-                           combine=decoding["combine"], use_cache=use_cache)
+                           combine=decoding["combine"],
+                           filter_p=decoding["filter_p"] if filter_p is None else filter_p, use_cache=use_cache)
 
     return DetoxMethod("adlm", ref, loaded, [head], decoding, make)
 

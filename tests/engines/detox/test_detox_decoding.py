@@ -81,6 +81,11 @@ def test_combining_states_before_the_head_equals_combining_logits(lm, combine):
         base = lm_head(out.last_hidden_state[:, -1])
     anchor = base if combine == "base" else logit[0]
     torch.testing.assert_close(got, anchor + alpha * (logit[0] - logit[1]), atol=1e-4, rtol=1e-4)
+    # with filter_p the steering re-ranks only the anchor's nucleus, as DExperts does
+    filtered = AdlmDecoder(lm.model, head, alpha=alpha, combine=combine, filter_p=0.5).start(ids)
+    kept = torch.isfinite(top_p_filter(anchor, 0.5))
+    assert torch.equal(torch.isfinite(filtered), kept) and not bool(kept.all())
+    torch.testing.assert_close(filtered[kept], (anchor + alpha * (logit[0] - logit[1]))[kept], atol=1e-4, rtol=1e-4)
 
 
 def decoders(lm):
