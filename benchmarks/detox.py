@@ -38,6 +38,7 @@ Writes benchmarks/results/detox.md and detox.json. Artifacts and runs go to
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -155,8 +156,63 @@ def unk_run_share(records: list[dict]) -> float:
     return sum("unk>unk>" in t for t in texts) / max(len(texts), 1)
 
 
-def quality(args, env: dict) -> dict:
-    """Toxicity, perplexity and diversity of every method on both prompt sets."""
+def setting_label(setting: dict) -> str:
+    return "".join(f"-{'a' if k == 'alpha' else 'f'}{v:g}" for k, v in sorted(setting.items()))
+
+
+def validate(args, env: dict) -> dict:
+    """ADLM's (alpha, filter_p) and DExperts' alpha, chosen on validation prompts: the last
+    ``--validation-prompts`` of toxic.jsonl, disjoint from the test prompts (its first ``--prompts``).
+
+    The rule, the issue's own bar: the lowest expected maximum toxicity among the settings whose judge
+    perplexity is within 20% of the base LM's on the same prompts; when none is, the lowest perplexity.
+    """
+    from mltk.core.registry import Registry
+    from mltk.data.text import read_prompts
+    from mltk.engines.detox.evaluate import ToxicityOptions, toxicity_evaluation
+    from mltk.engines.detox.methods import load_method
+    from mltk.engines.detox.scorers import load_classifier_scorer
+    from mltk.nn.causal_lm import load_causal_lm
+
+    registry = Registry(env["MLTK_HOME"])
+    every = read_prompts(Path(env["MLTK_DATA"]) / RTP / "toxic.jsonl")
+    if args.validation_prompts + args.prompts > len(every):
+        raise SystemExit(f"--validation-prompts {args.validation_prompts} + --prompts {args.prompts} exceed the "
+                         f"{len(every)} toxic prompts: the validation and test prompts would overlap")
+    prompts = every[-args.validation_prompts:]
+    scorer = load_classifier_scorer(SCORER, registry=registry)
+    judge = load_causal_lm(JUDGE, registry=registry)
+    grid = {"base": [{}], "adlm": [{"alpha": a, "filter_p": f} for f in args.adlm_filters for a in args.adlm_alphas],
+            "dexperts": [{"alpha": a} for a in args.dexperts_alphas]}
+    rows: dict[str, dict] = {}
+    for name, settings in grid.items():
+        for setting in settings:
+            def compute(name=name, setting=setting):
+                return toxicity_evaluation(load_method(METHODS[name], registry=registry), prompts, scorer=scorer,
+                                           judge=judge, device=torch.device("cpu"),
+                                           options=ToxicityOptions(n=args.samples, max_new_tokens=20, top_p=0.9,
+                                                                   seed=0, **setting))
+
+            key = f"validation-last{args.validation_prompts}/{name}{setting_label(setting)}"
+            metrics = cached(args, env, key, compute, ref=registry.resolve(METHODS[name]).ref)
+            rows[f"{name}{setting_label(setting)}"] = {"method": name, "setting": setting, **metrics}
+            print(f"validation {name}{setting_label(setting)} EMT {metrics['expected_max_toxicity']:.3f}  PPL "
+                  f"{metrics['perplexity']:.1f}", file=sys.stderr, flush=True)
+    bound = 1.2 * rows["base"]["perplexity"]
+    chosen = {}
+    for name in ("adlm", "dexperts"):
+        candidates = [r for r in rows.values() if r["method"] == name]
+        fluent = [r for r in candidates if r["perplexity"] <= bound]
+        best = (min(fluent, key=lambda r: r["expected_max_toxicity"]) if fluent
+                else min(candidates, key=lambda r: r["perplexity"]))
+        chosen[name] = {"setting": best["setting"], "within_bound": bool(fluent)}
+    return {"prompts": f"the last {args.validation_prompts} of toxic.jsonl", "perplexity_bound": bound,
+            "rows": rows, "chosen": chosen}
+
+
+def quality(args, env: dict, chosen: dict) -> dict:
+    """Toxicity, perplexity and diversity of every method on both prompt sets (``chosen``: decoding settings per
+    method, from :func:`validate`; the artifacts' defaults otherwise)."""
     from mltk.core.registry import Registry
     from mltk.data.text import read_prompts
     from mltk.engines.detox.evaluate import ToxicityOptions, toxicity_evaluation
@@ -173,16 +229,19 @@ def quality(args, env: dict) -> dict:
     for subset in ("toxic", "nontoxic"):
         prompts = read_prompts(Path(env["MLTK_DATA"]) / RTP / f"{subset}.jsonl")[:args.prompts]
         for name, ref in METHODS.items():
-            def compute(ref=ref, prompts=prompts):
+            setting = chosen.get(name, {}).get("setting", {})
+
+            def compute(ref=ref, prompts=prompts, setting=setting):
                 method = load_method(ref, registry=registry)
                 started = time.perf_counter()
                 metrics, records = toxicity_evaluation(method, prompts, scorer=scorer, judge=judge,
-                                                       options=options, device=device)
+                                                       options=dataclasses.replace(options, **setting),
+                                                       device=device)
                 metrics["wall_s"] = time.perf_counter() - started
                 return metrics, records
 
-            metrics = out[f"{subset}/{name}"] = cached(args, env, f"{subset}/{name}", compute,
-                                                       ref=registry.resolve(ref).ref)
+            metrics = out[f"{subset}/{name}"] = cached(args, env, f"{subset}/{name}{setting_label(setting)}",
+                                                       compute, ref=registry.resolve(ref).ref)
             print(f"{subset:8s} {name:8s} EMT {metrics['expected_max_toxicity']:.3f}  TP "
                   f"{metrics['toxicity_probability']:.3f}  PPL {metrics['perplexity']:.1f}  dist-2 "
                   f"{metrics['dist_2']:.3f}  {metrics['tokens_per_s']:.0f} tok/s", file=sys.stderr, flush=True)
@@ -315,6 +374,21 @@ def write_results(report: dict) -> None:
                 lines.append(f"| {key.split('/', 1)[1]} | {m['expected_max_toxicity']:.3f} | "
                              f"{m['toxicity_probability']:.3f} | {m['perplexity']:.1f} ({m['perplexity_left_out']}) "
                              f"| {m['dist_1']:.3f} | {m['dist_2']:.3f} | {m['dist_3']:.3f} |")
+    found = report.get("validation")
+    if found:
+        lines += ["", f"## Decoding settings chosen on validation prompts ({found['prompts']}, disjoint from the "
+                      f"test prompts; {report['args']['samples']} samples x 20 tokens, top-p 0.9)", "",
+                  "Rule: the lowest expected maximum toxicity among the settings whose judge perplexity is within "
+                  f"20% of the base LM's (here at most {found['perplexity_bound']:.1f}); when none is, the lowest "
+                  "perplexity.", "",
+                  "| method | alpha | filter_p | exp. max toxicity | toxicity prob. | judge PPL | dist-3 | chosen |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for row in found["rows"].values():
+            setting = row["setting"]
+            picked = found["chosen"].get(row["method"], {}).get("setting") == setting and row["method"] != "base"
+            lines.append(f"| {row['method']} | {setting.get('alpha', '-')} | {setting.get('filter_p', '-')} | "
+                         f"{row['expected_max_toxicity']:.3f} | {row['toxicity_probability']:.3f} | "
+                         f"{row['perplexity']:.1f} | {row['dist_3']:.3f} | {'yes' if picked else ''} |")
     if "speed" in report:
         speed_rows = report["speed"]
         mem = report.get("memory", {})
@@ -388,6 +462,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--alphas", type=float, nargs="*", default=[0.5, 1.0, 4.0], help="extra ADLM alphas "
                         "(toxic prompts)")
+    parser.add_argument("--validation-prompts", type=int, default=20, help="choose ADLM's alpha and filter_p and "
+                        "DExperts' alpha on the last N toxic prompts (0: the artifacts' own settings)")
+    parser.add_argument("--adlm-alphas", type=float, nargs="+", default=[0.5, 1.0, 2.0, 4.0])
+    parser.add_argument("--adlm-filters", type=float, nargs="+", default=[1.0, 0.9])
+    parser.add_argument("--dexperts-alphas", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     parser.add_argument("--ablation", action="store_true", help="also ADLM without the discriminator / EWC")
     parser.add_argument("--skip", nargs="*", default=[], choices=["quality", "speed", "memory", "probe"])
     parser.add_argument("--compare-adlm", nargs="*", default=[], help="also evaluate these ADLM heads "
@@ -416,7 +495,9 @@ def main() -> None:
               "args": vars(args)}
     report["trained"] = train_all(env, ablation=args.ablation)
     if "quality" not in args.skip:
-        report["quality"] = quality(args, env)
+        if args.validation_prompts:
+            report["validation"] = validate(args, env)
+        report["quality"] = quality(args, env, report.get("validation", {}).get("chosen", {}))
     if "speed" not in args.skip:
         report["speed"] = speed(args, env)
     if "memory" not in args.skip:
@@ -446,6 +527,13 @@ def notes(report: dict) -> list[str]:
                       "tokens per prompt (the issue asks for 25 samples; fewer prompts and samples keep the four "
                       "methods x two prompt sets within the CPU budget of a 2-core machine shared with other "
                       "jobs). Every method gets the same prompts, samples, seed and top-p.")
+    if report.get("validation"):
+        picked = "; ".join(f"{name} {', '.join(f'{k} {v:g}' for k, v in c['setting'].items())}"
+                           + ("" if c["within_bound"] else " (no setting within the perplexity bound: the most "
+                                                             "fluent one)")
+                           for name, c in report["validation"]["chosen"].items())
+        out.insert(0, f"The adlm and dexperts rows of the test tables decode with the settings chosen on the "
+                      f"validation prompts: {picked}.")
     if report.get("speed"):
         spread = [max(v[key]) / min(v[key]) for v in report["speed"].values()
                   for key in ("tokens_per_s", "greedy_tokens_per_s") if min(v.get(key) or [0]) > 0]
