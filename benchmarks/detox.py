@@ -123,6 +123,9 @@ def _run_wall_time(card: dict) -> str | None:
     if not results.is_file():
         return None
     done = json.loads(results.read_text())
+    total = done.get("wall_time_total_s")  # across resumes (runs before it was recorded have only the last part)
+    if total is not None:
+        return f"{total:.0f} s"
     seconds = done.get("wall_time_s")
     if seconds is None:
         return None
