@@ -19,6 +19,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,14 @@ class RunContext:
     def should_stop(self) -> bool:
         """True on every rank once any rank was asked to stop (so the ranks stop at the same step)."""
         return distributed.any_rank(self._stop.is_set(), self.dist, self.device)
+
+    def stop_if_asked(self, step: int, total: int, checkpoint: Callable[[int], None]) -> None:
+        """Between steps: once a stop was asked for, write the checkpoint of ``step`` and raise Interrupted."""
+        if self.should_stop():
+            checkpoint(step)
+            raise Interrupted(f"stopped at step {step} of {total}; checkpoint written to "
+                              f"{self.run.ckpt_dir / f'step-{step}'}",
+                              hint="continue with --resume last (or --resume auto)")
 
 
 def run_recipe(entry: RecipeEntry, cfg: Any, *, resume: str | None, runs_root: Path,

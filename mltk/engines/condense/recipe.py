@@ -27,7 +27,7 @@ from torch import nn
 from mltk import __version__
 from mltk.core.catalog import register_recipe
 from mltk.core.config import config_hash, to_dict
-from mltk.core.errors import ConfigError, Interrupted, UsageError
+from mltk.core.errors import ConfigError, UsageError
 from mltk.core.registry import ArtifactRecord
 from mltk.core.run_recipe import RunContext
 from mltk.core.runs import checkpoint_due
@@ -202,11 +202,7 @@ class CondenseRecipe:
         with ctx.reporter.progress(self.total_steps, start=self.step, description="condense") as bar:
             last_checkpoint = time.perf_counter()
             for step in range(self.step, self.total_steps):
-                if ctx.should_stop():
-                    self._checkpoint(step)
-                    raise Interrupted(f"stopped at step {step} of {self.total_steps}; checkpoint written to "
-                                      f"{ctx.run.ckpt_dir / f'step-{step}'}",
-                                      hint="continue with --resume last (or --resume auto)")
+                ctx.stop_if_asked(step, self.total_steps, self._checkpoint)
                 started = time.perf_counter()
                 warming = step < self.warmup_steps
                 loss = self._warmup_step(step) if warming else self._matching_step(step - self.warmup_steps)

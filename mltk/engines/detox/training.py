@@ -23,7 +23,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from mltk.core.device import amp_dtype, autocast
-from mltk.core.errors import ConfigError, Interrupted
+from mltk.core.errors import ConfigError
 from mltk.core.run_recipe import RunContext
 from mltk.core.runs import checkpoint_due
 from mltk.core.seeding import generator, seed_step
@@ -228,11 +228,7 @@ class StepLoop:
         last_checkpoint = time.perf_counter()
         with ctx.reporter.progress(loop.steps, start=self.start_step, description=ctx.recipe) as bar:
             for step in range(self.start_step, loop.steps):
-                if ctx.should_stop():
-                    self._checkpoint(step)
-                    raise Interrupted(f"stopped at step {step} of {loop.steps}; checkpoint written to "
-                                      f"{ctx.run.ckpt_dir / f'step-{step}'}",
-                                      hint="continue with --resume last (or --resume auto)")
+                ctx.stop_if_asked(step, loop.steps, self._checkpoint)
                 epoch, in_epoch = divmod(step, self.steps_per_epoch)
                 if epoch != order_epoch:
                     order, order_epoch = epoch_order(len(self.data), seed=self.seed, epoch=epoch), epoch

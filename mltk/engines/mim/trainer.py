@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mltk.core.config import config_hash, to_dict
 from mltk.core.device import amp_dtype, autocast
-from mltk.core.errors import ConfigError, Interrupted
+from mltk.core.errors import ConfigError
 from mltk.core.registry import ArtifactRecord
 from mltk.core.run_recipe import RunContext
 from mltk.core.runs import checkpoint_due
@@ -157,11 +157,7 @@ class PretrainRecipe:
         with ctx.reporter.progress(self.total_steps, start=self.start_step, description=ctx.recipe) as bar:
             block_started = last_checkpoint = time.perf_counter()
             for step in range(self.start_step, self.total_steps):
-                if ctx.should_stop():
-                    self._checkpoint(step)
-                    raise Interrupted(f"stopped at step {step} of {self.total_steps}; checkpoint written to "
-                                      f"{ctx.run.ckpt_dir / f'step-{step}'}",
-                                      hint="continue with --resume last (or --resume auto)")
+                ctx.stop_if_asked(step, self.total_steps, self._checkpoint)
                 index = next(i for i, s in enumerate(self.stages) if s.start <= step < s.stop)
                 if index != self.stage_index:
                     self._switch_stage(index)

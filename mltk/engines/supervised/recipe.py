@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from mltk.core.catalog import register_recipe
 from mltk.core.config import config_hash, to_dict
 from mltk.core.device import amp_dtype, autocast
-from mltk.core.errors import ConfigError, Interrupted
+from mltk.core.errors import ConfigError
 from mltk.core.registry import ArtifactRecord
 from mltk.core.run_recipe import RunContext
 from mltk.core.runs import checkpoint_due
@@ -128,11 +128,7 @@ class SupervisedRecipe:
         with ctx.reporter.progress(self.total_steps, start=self.start_step, description="train") as bar:
             epoch_started = last_checkpoint = time.perf_counter()
             for step in range(self.start_step, self.total_steps):
-                if ctx.should_stop():
-                    self._checkpoint(step)
-                    raise Interrupted(f"stopped at step {step} of {self.total_steps}; checkpoint written to "
-                                      f"{ctx.run.ckpt_dir / f'step-{step}'}",
-                                      hint="continue with --resume last (or --resume auto)")
+                ctx.stop_if_asked(step, self.total_steps, self._checkpoint)
                 epoch, step_in_epoch = divmod(step, self.steps_per_epoch)
                 if epoch != order_epoch:
                     order, order_epoch = epoch_order(len(self.train_labels), seed=cfg.seed, epoch=epoch), epoch
