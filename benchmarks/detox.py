@@ -288,10 +288,14 @@ def quality(args, env: dict, chosen: dict) -> dict:
     return out
 
 
-def speed(args, env: dict) -> dict:
+def speed(args, env: dict, chosen: dict) -> dict:
     """Tokens per second of each method on the same prompts, interleaved prompt by prompt (the methods' order
     rotating each round), so that other load on the machine falls on every method alike; the ratio to the base
-    LM is taken within each round (paired) and its median reported."""
+    LM is taken within each round (paired) and its median reported.
+
+    Each method decodes with its ``chosen`` settings (those of the quality rows); when ADLM's steers within a
+    nucleus (filter_p < 1: a second head product and a second nucleus per token), ``adlm-filter_p-1`` also
+    times it steering every token (the artifact's default), for the cost of that choice."""
     from mltk.core.registry import Registry
     from mltk.data.text import read_prompts
     from mltk.engines.detox.generation import GenerationStats, Sampling, generate
@@ -299,7 +303,12 @@ def speed(args, env: dict) -> dict:
 
     registry = Registry(env["MLTK_HOME"])
     prompts = [p.text for p in read_prompts(Path(env["MLTK_DATA"]) / RTP / "nontoxic.jsonl")[:args.speed_prompts]]
-    methods = {name: load_method(ref, registry=registry) for name, ref in METHODS.items()}
+    loaded = {name: load_method(ref, registry=registry) for name, ref in METHODS.items()}
+    settings = {name: chosen.get(name, {}).get("setting", {}) for name in loaded}
+    methods = dict(loaded)
+    if settings["adlm"].get("filter_p", 1.0) < 1.0:
+        methods["adlm-filter_p-1"] = loaded["adlm"]
+        settings["adlm-filter_p-1"] = {**settings["adlm"], "filter_p": 1.0}
     names = list(methods)
     modes = {"top_p": Sampling(max_new_tokens=20), "greedy": Sampling(max_new_tokens=20, temperature=0)}
     rates: dict[str, dict[str, list[float]]] = {mode: {name: [] for name in names} for mode in modes}
@@ -310,7 +319,8 @@ def speed(args, env: dict) -> dict:
             for name in order:
                 method = methods[name]
                 for mode, sampling in modes.items():
-                    generate(method.decoder, method.tokenizer, [prompt], n=args.samples, sampling=sampling,
+                    generate(lambda m=method, n=name: m.decoder(**settings[n]), method.tokenizer, [prompt],
+                             n=args.samples, sampling=sampling,
                              seed=round_index, device=torch.device("cpu"), context=method.context,
                              stats=stats[mode, name])
         for (mode, name), measured in stats.items():
@@ -329,7 +339,7 @@ def speed(args, env: dict) -> dict:
                    "vs_base": paired("top_p", name, "base"), "greedy_vs_base": paired("greedy", name, "base"),
                    "vs_dexperts": paired("top_p", name, "dexperts"),
                    "greedy_vs_dexperts": paired("greedy", name, "dexperts"),
-                   "added_parameters": methods[name].added_parameters,
+                   "decoding": settings[name], "added_parameters": methods[name].added_parameters,
                    "weights_mb": methods[name].weight_bytes() / 2 ** 20} for name in names}
 
 
@@ -407,7 +417,9 @@ def write_results(report: dict) -> None:
         for name, s in speed_rows.items():
             peak = mem.get(name, {}).get("peak_rss_mb")
             over = mem.get(name, {}).get("method_rss_mb")
-            lines.append(f"| {name} | {s['tokens_per_s_median']:.1f} | {s['vs_base']:.2f}x | "
+            decoding = ", ".join(f"{k} {v:g}" for k, v in (s.get("decoding") or {}).items())
+            lines.append(f"| {name}{f' ({decoding})' if decoding else ''} | {s['tokens_per_s_median']:.1f} | "
+                         f"{s['vs_base']:.2f}x | "
                          f"{s['greedy_tokens_per_s_median']:.1f} | {s['greedy_vs_base']:.2f}x | "
                          f"{s['added_parameters']:,} | {s['weights_mb']:.1f} | "
                          f"{'-' if peak is None else f'{peak:.0f}'} | {'-' if over is None else f'{over:.0f}'} |")
@@ -451,8 +463,15 @@ def goals(report: dict) -> list[str]:
         out.append(f"speed (medians of per-round ratios): ADLM {adlm['vs_base']:.2f}x the base LM's tokens/s "
                    f"(goal >= 0.8: {'met' if adlm['vs_base'] >= 0.8 else 'NOT met'}) and {adlm['vs_dexperts']:.2f}x "
                    f"DExperts' (goal >= 1.5: {'met' if adlm['vs_dexperts'] >= 1.5 else 'NOT met'})")
-        out.append(f"speed with greedy decoding (the methods' model cost alone, no nucleus to find): ADLM "
-                   f"{adlm['greedy_vs_base']:.2f}x the base LM's and {adlm['greedy_vs_dexperts']:.2f}x DExperts'")
+        out.append(f"speed with greedy decoding (the methods' model cost, plus the nuclei a filter_p < 1 finds): "
+                   f"ADLM {adlm['greedy_vs_base']:.2f}x the base LM's and {adlm['greedy_vs_dexperts']:.2f}x DExperts'")
+        unfiltered = report["speed"].get("adlm-filter_p-1")
+        if unfiltered:
+            out.append(f"speed of ADLM steering every token (filter_p 1, the artifact's default; not the setting "
+                       f"of the quality rows): {unfiltered['vs_base']:.2f}x the base LM's tokens/s (goal >= 0.8: "
+                       f"{'met' if unfiltered['vs_base'] >= 0.8 else 'NOT met'}) and "
+                       f"{unfiltered['vs_dexperts']:.2f}x DExperts' (goal >= 1.5: "
+                       f"{'met' if unfiltered['vs_dexperts'] >= 1.5 else 'NOT met'})")
     return out
 
 
@@ -502,7 +521,7 @@ def main() -> None:
             report["validation"] = validate(args, env)
         report["quality"] = quality(args, env, report.get("validation", {}).get("chosen", {}))
     if "speed" not in args.skip:
-        report["speed"] = speed(args, env)
+        report["speed"] = speed(args, env, report.get("validation", {}).get("chosen", {}))
     if "memory" not in args.skip:
         report["memory"] = memory(args, env)
     if "speed" not in report and args.keep_speed:
@@ -526,10 +545,10 @@ def notes(report: dict) -> list[str]:
     out = [line.format(tokens=lm.get("train_tokens_seen", 0), parameters=lm.get("parameters", 0)) for line in NOTES]
     args = report["args"]
     if report.get("quality"):
-        out.insert(0, f"Scale: the first {args['prompts']} prompts of each file and {args['samples']} samples of 20 "
-                      "tokens per prompt (the issue asks for 25 samples; fewer prompts and samples keep the four "
-                      "methods x two prompt sets within the CPU budget of a 2-core machine shared with other "
-                      "jobs). Every method gets the same prompts, samples, seed and top-p.")
+        fewer = "" if args["samples"] >= 25 else " (the issue asks for 25; fewer keep the run within the CPU budget)"
+        out.insert(0, f"Scale: the first {args['prompts']} prompts of each file (of about 600: a subset that fits the "
+                      f"CPU budget of a 2-core machine shared with other jobs) and {args['samples']} samples of 20 "
+                      f"tokens per prompt{fewer}. Every method gets the same prompts, samples, seed and top-p.")
     if report.get("validation"):
         picked = "; ".join(f"{name} {', '.join(f'{k} {v:g}' for k, v in c['setting'].items())}"
                            + ("" if c["within_bound"] else " (no setting within the perplexity bound: the most "
