@@ -208,8 +208,8 @@ def nucleus(logits: torch.Tensor, top_p: float, *, bins: int = 1024,
     mass = mass.to(torch.float64)
     reached = mass.cumsum(dim=-1)
     target = top_p * reached[:, -1:]
-    edge_bin = (reached >= target).long().argmax(dim=-1, keepdim=True)  # (the last bin always reaches it,
-    # up to rounding; argmax of all-False is 0, which only keeps more tokens sorted, never a wrong one)
+    # the first bin whose running sum reaches the target (the last one always does: top_p <= 1)
+    edge_bin = (reached >= target).long().argmax(dim=-1, keepdim=True)
     above_edge = reached.gather(1, edge_bin) - mass.gather(1, edge_bin)
     in_edge = which == edge_bin
     values, index = weights.masked_fill(~in_edge, -1.0).topk(int(in_edge.sum(dim=-1).max()), dim=-1)
