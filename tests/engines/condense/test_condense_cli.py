@@ -33,8 +33,8 @@ def condensed(cli, mltk_env):
 def test_condense_accounts_storage_and_eval_reproduces_its_accuracy(cli, condensed):
     metrics = condensed["metrics"]
     assert condensed["artifact"] == "kfs-digits-ipc1:1"
-    assert (metrics["budget_floats"], metrics["stored_floats"], metrics["synthetic_images"]) == (640, 636, 120)
-    assert metrics["compression_ratio"] == round(1437 * 64 / 636, 3)
+    assert (metrics["budget_floats"], metrics["stored_floats"], metrics["synthetic_images"]) == (640, 640, 240)
+    assert metrics["compression_ratio"] == round(1437 * 64 / 640, 3)
     assert 0.15 < metrics["test_accuracy"] <= 1.0  # 20 SGD steps: above chance, no more
 
     evaluated = cli("eval", "kfs-digits-ipc1", "--protocol", "condensed", "--format", "json")
@@ -42,7 +42,7 @@ def test_condense_accounts_storage_and_eval_reproduces_its_accuracy(cli, condens
     report = evaluated.json()
     # The card keeps the evaluation settings; the same seed trains the same network.
     assert report["metrics"]["accuracy"] == metrics["test_accuracy"]
-    assert (report["runs"], report["epochs"], report["images"], report["synthetic_images"]) == (1, 20, 360, 120)
+    assert (report["runs"], report["epochs"], report["images"], report["synthetic_images"]) == (1, 20, 360, 240)
 
     other = cli("eval", "kfs-digits-ipc1", "--protocol", "condensed", "--runs", "2", "--epochs", "5",
                 "--format", "json")
@@ -55,14 +55,14 @@ def test_artifact_round_trips_through_the_registry_and_decodes_deterministically
     assert shown["kind"] == "condensed-dataset" and shown["engine"] == "condense"
     assert shown["lineage"] == {"parent": "dataset:digits", "relation": "condensed-from"}
     assert set(shown["files"]) == {"condensed.safetensors", "grid.png"}
-    assert shown["condensed"]["storage"]["stored_floats"] == 636
+    assert shown["condensed"]["storage"]["stored_floats"] == 640
     assert cli("verify", "kfs-digits-ipc1").code == 0
 
     first, second = load_condensed("kfs-digits-ipc1"), load_condensed("kfs-digits-ipc1:1")
-    assert sum(t.numel() for t in first.tensors.values()) == 636  # what is stored is what is counted
+    assert sum(t.numel() for t in first.tensors.values()) == 640  # what is stored is what is counted
     images, labels = first.pixels()
-    assert torch.equal(images, second.pixels()[0]) and images.shape == (120, 1, 8, 8)
-    assert torch.equal(labels, torch.arange(10).repeat_interleave(12))
+    assert torch.equal(images, second.pixels()[0]) and images.shape == (240, 1, 8, 8)
+    assert torch.equal(labels, torch.arange(10).repeat_interleave(24))
     # Decoding is the stored codes through the stored decoders, nothing else.
     fset = factorized_set(first.info, first.tensors)
     with torch.no_grad():
@@ -79,11 +79,11 @@ def test_artifact_round_trips_through_the_registry_and_decodes_deterministically
     npz = mltk_env / "exported" / "condensed.npz"
     assert condensed["exported"] == [str(npz), str(mltk_env / "exported" / "grid.png")]
     with np.load(npz, allow_pickle=False) as archive:
-        assert archive["images"].shape == (120, 1, 8, 8) and archive["images"].dtype == np.float32
+        assert archive["images"].shape == (240, 1, 8, 8) and archive["images"].dtype == np.float32
         assert 0.0 <= archive["images"].min() and archive["images"].max() <= 1.0
         assert list(archive["class_names"]) == [str(d) for d in range(10)]
     dataset = load_dataset(f"npz:{npz}", "train")  # mltk itself trains on it as a dataset
-    assert len(dataset) == 120 and dataset.num_classes == 10
+    assert len(dataset) == 240 and dataset.num_classes == 10
     picture = Image.open(mltk_env / "exported" / "grid.png")
     assert picture.size == (1 + 10 * 33, 1 + 10 * 33)  # 10 classes x 10 of their images, 8 px drawn at 32
 

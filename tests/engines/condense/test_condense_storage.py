@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mltk.core import config
+from mltk.core.catalog import get_recipe, preset_path
 from mltk.core.errors import ConfigError
 from mltk.engines.condense.kfs import FactorizedSet
 from mltk.engines.condense.storage import budget_floats, decoder_floats, kfs_layout
@@ -22,6 +24,19 @@ def test_digits_layout_matches_the_prototype_and_counts_every_stored_float():
     assert sum(p.numel() for p in fset.parameters()) == layout.stored_floats
     assert sum(t.numel() for t in fset.stored_tensors().values()) == layout.stored_floats
     assert kfs_layout(ipc=2, **DIGITS, downsample=2, latent_channels=0, decoders=4, hidden=2).codes_per_class == 7
+
+
+def test_the_digits_preset_layout_spends_the_whole_budget():
+    # The preset's layout (chosen on a validation split): 8 decoders of 1 hidden channel, 20 floats each.
+    k = config.resolve(get_recipe("condense").config_class, preset=preset_path("condense", "digits")).kfs
+    sizes = {"downsample": k.downsample, "latent_channels": k.latent_channels, "decoders": k.decoders,
+             "hidden": k.hidden}
+    layout = kfs_layout(ipc=1, **DIGITS, **sizes)
+    assert (layout.codes_per_class, layout.floats_per_decoder, layout.decoder_floats) == (3, 20, 160)
+    assert layout.stored_floats == 640 == budget_floats(1, 10, (1, 8, 8)) and layout.images_per_class == 24
+    ipc2 = kfs_layout(ipc=2, **DIGITS, **sizes)
+    assert (ipc2.codes_per_class, ipc2.stored_floats, ipc2.images_per_class) == (7, 1280, 56)
+    assert sum(p.numel() for p in FactorizedSet(ipc2).parameters()) == ipc2.stored_floats
 
 
 @pytest.mark.parametrize("ipc,decoders,hidden,channels,latent", [(1, 1, 1, 3, 0), (10, 4, 16, 3, 0),
