@@ -127,22 +127,37 @@ def quantize_runs(work: Path, parent: str, preset: str, variants, seeds, tag: st
             print(f"{label} seed {seed}: test {metrics['test_accuracy']:.4f} gap {metrics['accuracy_gap']:.4f} "
                   f"({result['seconds']:.0f} s)", flush=True)
             rows.append({"variant": label, "seed": seed, "command": result["command"], "seconds": result["seconds"],
-                         "artifact": result["artifact"], "metrics": metrics})
+                         "artifact": result["artifact"], "metrics": metrics,
+                         "train_accuracy_by_epoch": _train_accuracies(result.get("run_dir"))})
             save()
     return rows
+
+
+def _train_accuracies(run_dir: str | None) -> list[float]:
+    """The training accuracy of every epoch of a run (its metrics.jsonl)."""
+    path = Path(run_dir) / "metrics.jsonl" if run_dir else None
+    if path is None or not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [round(r["train_accuracy"], 4) for r in records if "train_accuracy" in r]
 
 
 # ---------------------------------------------------------------- sections
 
 
-def section_digits(work: Path, seeds: list[int], fp_epochs: int, save) -> dict:
+def section_digits(work: Path, seeds: list[int], fp_epochs: int, save, with_uniform: bool = True) -> dict:
+    """MobileNetV2 on digits: every W1/A1 variant (float shortcuts on, the default), then the rest.
+
+    ``with_uniform=False`` leaves out the 2/4/8-bit runs: they have float inputs, hence no float shortcuts,
+    and do not change with them (their earlier rows stay in ``digits-plain``).
+    """
     fp_args = ["--preset", "cifar10-mobilenetv2", "data=digits", "model.options.width_mult=0.5",
                f"train.epochs={fp_epochs}", "train.batch_size=64", "optim.lr=0.05", "train.augment=crop"]
-    section = {"float": train_float(work, "mbv2-digits", fp_args), "runs": []}
+    section = {"float": train_float(work, "mbv2-digits", fp_args), "runs": [], "float_shortcuts": True}
     parent, rows = section["float"]["artifact"], section["runs"]
     quantize_runs(work, parent, "digits", BINARY_VARIANTS, seeds[:1], "digits", rows, lambda: save(section))
-    quantize_runs(work, parent, "digits", NO_TRAINING_VARIANTS + UNIFORM_VARIANTS, seeds[:1], "digits", rows,
-                  lambda: save(section))
+    quantize_runs(work, parent, "digits", NO_TRAINING_VARIANTS + (UNIFORM_VARIANTS if with_uniform else []),
+                  seeds[:1], "digits", rows, lambda: save(section))
     quantize_runs(work, parent, "digits", BINARY_VARIANTS, seeds[1:], "digits", rows, lambda: save(section))
     return section
 
@@ -170,16 +185,32 @@ def section_digits_long(work: Path, epochs: int, methods: list[str], save) -> di
     return section
 
 
-def section_diagnose(work: Path, steps: int) -> dict:
+def section_diagnose(work: Path, steps: int, float_shortcuts: bool = False) -> dict:
     """``quantize_diagnose.py`` on the digits MobileNetV2 parent: which quantizers stop training."""
     script = Path(__file__).with_name("quantize_diagnose.py")
     env = dict(os.environ, MLTK_HOME=str(work / "home"), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    command = [sys.executable, str(script), "--parent", "mbv2-digits:1", "--steps", str(steps)]
+    flag = ["--float-shortcuts"] if float_shortcuts else []
+    command = [sys.executable, str(script), "--parent", "mbv2-digits:1", "--steps", str(steps), *flag]
     proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=work)
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-3000:])
     out = json.loads(proc.stdout)
-    out["command"] = f"MLTK_HOME=... python benchmarks/quantize_diagnose.py --parent mbv2-digits:1 --steps {steps}"
+    out["command"] = ("MLTK_HOME=... python benchmarks/quantize_diagnose.py --parent mbv2-digits:1 "
+                      f"--steps {steps}" + " --float-shortcuts" * float_shortcuts)
+    return out
+
+
+def section_fp16(work: Path, results: dict) -> dict:
+    """``quantize_fp16_check.py`` over the artifacts of the digits and convnet sections: float16 vectors."""
+    refs = [row["artifact"] for key in ("digits", "convnet", "digits-plain") for row in results.get(key, {}).get("runs", [])
+            if key != "digits-plain" or "uniform" in row["variant"]]
+    script = Path(__file__).with_name("quantize_fp16_check.py")
+    env = dict(os.environ, MLTK_HOME=str(work / "home"), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(script), *refs], capture_output=True, text=True, env=env, cwd=work)
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-3000:])
+    out = json.loads(proc.stdout)
+    out["command"] = "MLTK_HOME=... python benchmarks/quantize_fp16_check.py REF [REF ...]"
     return out
 
 
@@ -212,7 +243,7 @@ def section_cifar10(work: Path, seeds: list[int], train_images: int, width: floa
     return section
 
 
-def section_size(work: Path) -> dict:
+def section_size(work: Path, vector_dtypes: tuple[str, ...] = ("float32",)) -> dict:
     import numpy as np
 
     data = work / "random-32px.npz"
@@ -226,11 +257,15 @@ def section_size(work: Path) -> dict:
         fp = train_float(work, f"mbv2-size-w{width}", [
             "--preset", "cifar10-mobilenetv2", f"data=npz:{data}", f"model.options.width_mult={width}",
             "train.max_steps=1", "train.batch_size=64"])
-        for label, extra, tag in (("1-bit (W1/A1, xnor)", ["--method", "xnor"], "1-bit"),
-                                  ("1-bit (W1/A1, bitat: + RSign thresholds, RPReLU)", ["--method", "bitat"],
-                                   "1-bit-bitat"),
-                                  ("2-bit", ["--bits", "2"], "2-bit"), ("4-bit", ["--bits", "4"], "4-bit"),
-                                  ("8-bit", ["--bits", "8"], "8-bit")):
+        variants = [("1-bit (W1/A1, xnor)", ["--method", "xnor"], "1-bit"),
+                    ("1-bit (W1/A1, bitat: + RSign thresholds, RPReLU)", ["--method", "bitat"], "1-bit-bitat"),
+                    ("2-bit", ["--bits", "2"], "2-bit"), ("4-bit", ["--bits", "4"], "4-bit"),
+                    ("8-bit", ["--bits", "8"], "8-bit")]
+        for dtype in vector_dtypes:
+            if dtype != "float32":  # the 1-bit artifacts again, their per-channel vectors stored in ``dtype``
+                variants += [(f"{label}, {dtype} vectors", [*extra, f"quant.vector_dtype={dtype}"], f"{tag}-{dtype}")
+                             for label, extra, tag in variants[:2]]
+        for label, extra, tag in variants:
             result = mltk(work, "quantize", fp["artifact"], *extra, "train.max_steps=1", "calibration.images=64",
                           f"name=size-w{width}-{tag}")
             metrics = result["metrics"]
@@ -280,6 +315,24 @@ def _run_table(section: dict) -> list[str]:
     return lines
 
 
+def _last_epoch_range(section: dict) -> str:
+    """A sentence with the range of the last epoch's training accuracy over the trained runs, if recorded."""
+    last = [row["train_accuracy_by_epoch"][-1] for row in section["runs"] if row.get("train_accuracy_by_epoch")]
+    if not last:
+        return ""
+    return (f" Training accuracy of the last epoch: {100 * min(last):.0f} to {100 * max(last):.0f}% over the "
+            f"{len(last)} trained runs (their metrics.jsonl).")
+
+
+def _binary_means(section: dict) -> dict[str, list[float]]:
+    """Test accuracies of the trained W1/A1 variants of a section, by variant."""
+    accs: dict[str, list[float]] = {}
+    for row in section["runs"]:
+        if "no training" not in row["variant"] and "uniform" not in row["variant"]:
+            accs.setdefault(row["variant"], []).append(row["metrics"]["test_accuracy"])
+    return accs
+
+
 def _commands(section: dict) -> list[str]:
     seen, lines = set(), ["```", section["float"]["command"]]
     for row in section["runs"]:
@@ -296,43 +349,86 @@ def write_report(results: dict) -> None:
            "(`OMP_NUM_THREADS=1`) on a CPU shared with other jobs, so times are indicative only.",
            "First and last layers (the stem conv and the classifier) stay full precision in every quantized "
            "network; squeeze-excitation gates too (MobileNetV3 only).", ""]
-    summary = ["## The issue's items", "",
-               "1. W1/A1 against float: MobileNetV2 (width 0.5) on digits sits at chance with every method "
-               "(diagnosis and a 3x longer run below); on a ConvNet-3 every method trains and the variants are "
-               "compared over 3 seeds. CIFAR-10: left out (below)."]
-    if results.get("convnet", {}).get("runs"):
+    summary = ["## The issue's items", ""]
+    item1 = "1. W1/A1 against float."
+    if results.get("digits", {}).get("runs"):
+        accs = _binary_means(results["digits"])
+        seeds = max(len(v) for v in accs.values())
+        item1 += (" MobileNetV2 (width 0.5) on digits with float shortcuts around the binary convs (the default, "
+                  f"below), test accuracy as deployed, {seeds} seed{'s' * (seeds != 1)}: "
+                  + "; ".join(f"{v} {100 * statistics.mean(a):.1f}%" for v, a in accs.items())
+                  + f" (float {100 * results['digits']['float']['metrics']['test_accuracy']:.1f}%).")
+    if results.get("digits-plain", {}).get("runs"):
+        accs = _binary_means(results["digits-plain"])
+        item1 += (" Without the shortcuts (earlier runs): "
+                  + "; ".join(f"{v} {100 * statistics.mean(a):.1f}%" for v, a in accs.items()) + ".")
+    for key, what in (("convnet-plain", "without float shortcuts"), ("convnet", "with float shortcuts")):
+        if not results.get(key, {}).get("runs"):
+            continue
         gaps: dict[str, list[float]] = {}
-        for row in results["convnet"]["runs"]:
+        for row in results[key]["runs"]:
             if "no training" not in row["variant"] and "uniform" not in row["variant"]:
                 gaps.setdefault(row["variant"], []).append(row["metrics"]["accuracy_gap"])
         ranked = sorted(gaps, key=lambda v: statistics.mean(gaps[v]))
-        summary[-1] += (" ConvNet-3, mean gap to float over the seeds, smallest first: "
-                        + "; ".join(f"{v} {100 * statistics.mean(gaps[v]):.1f}" for v in ranked) + " points.")
-    sizes = {(r["width_mult"], r["variant"].split(",")[1].split(":")[0].strip(" )")): r["ratio"]
-             for r in results.get("size", {}).get("rows", []) if r["variant"].startswith("1-bit")}
-    if sizes:
-        summary.append(f"2. Size: the 1-bit MobileNetV2 (width 1.0) artifact is 1/{sizes.get((1.0, 'bitat'), 0):.2f} "
-                       f"of the float one with bitat's tensors and 1/{sizes.get((1.0, 'xnor'), 0):.2f} with xnor's "
-                       f"(at most 1/12: met); at width 0.5, 1/{sizes.get((0.5, 'bitat'), 0):.2f} and "
-                       f"1/{sizes.get((0.5, 'xnor'), 0):.2f} (not met at that width).")
+        seeds = max(len(v) for v in gaps.values())
+        item1 += (f" ConvNet-3 {what}, mean gap to float over {seeds} seed{'s' * (seeds != 1)}, smallest first: "
+                  + "; ".join(f"{v} {100 * statistics.mean(gaps[v]):.1f}" for v in ranked) + " points.")
+    summary.append(item1 + (" CIFAR-10: below." if "cifar10" in results else " CIFAR-10: left out (below)."))
+    rows = results.get("size", {}).get("rows", [])
+    if rows:
+        def ratio(width: float, variant: str) -> str:
+            found = [r["ratio"] for r in rows if r["width_mult"] == width and r["variant"] == variant]
+            return f"1/{found[0]:.2f} ({'met' if found[0] >= 12 else 'not met'})" if found else "-"
+        xnor, bitat = "1-bit (W1/A1, xnor)", "1-bit (W1/A1, bitat: + RSign thresholds, RPReLU)"
+        summary.append(f"2. Size (at most 1/12 of the float artifact): 1-bit MobileNetV2 at width 1.0: "
+                       f"{ratio(1.0, bitat)} with bitat's tensors, {ratio(1.0, xnor)} with xnor's; at width "
+                       f"0.5: bitat {ratio(0.5, bitat)}, xnor {ratio(0.5, xnor)}; with the per-channel "
+                       f"vectors stored as float16 (`quant.vector_dtype=float16`, not the default: see its accuracy "
+                       f"check below) bitat {ratio(0.5, bitat + ', float16 vectors')}, xnor "
+                       f"{ratio(0.5, xnor + ', float16 vectors')}.")
     if "latency" in results:
         summary.append("3. CPU latency of the deployed network against the float one, and the XNOR-popcount "
                        "micro-benchmark: below.")
     summary += ["4. GPU preset for CIFAR-100: written, not run (no GPU).",
                 "5. Tests: tests/engines/quantize (pack/unpack exact, binarized layer = reference sign and scale, "
                 "orthonormal transform after training steps, bottom-up order, 8-bit post-training under 0.5 "
-                "points on digits, the four bad inputs).", ""]
+                "points on digits, the four bad inputs, float shortcut maps and the deployed network with them "
+                "against the reference, float16 vectors load back as exactly the rounded ones).", ""]
     out += summary
     if "digits" in results:
         section = results["digits"]
-        out += ["## W1/A1 on digits (MobileNetV2, width 0.5, stride-1 stem)", "",
+        seeds = sorted({row["seed"] for row in section["runs"]})
+        same = all(row["metrics"]["test_accuracy"] == row["metrics"]["shadow_test_accuracy"]
+                   for row in section["runs"])
+        out += ["## W1/A1 on digits (MobileNetV2, width 0.5, stride-1 stem), float shortcuts on", "",
                 "scikit-learn's 8x8 digits: 1,437 train / 360 test images. Every W1/A1 run uses `--preset digits` "
-                "(the same epochs, optimizer, distillation and calibration); accuracy is measured on the "
-                "deployed network loaded back from the artifact (sign activations, unpacked binary weights).", ""]
+                "(the same 12 epochs, optimizer, distillation and calibration); accuracy is measured on the "
+                "deployed network loaded back from the artifact (sign activations, unpacked binary weights, "
+                "float shortcuts). Float shortcuts (`quant.float_shortcuts=true`, the default; our adaptation of "
+                "Bi-Real Net / ReActNet to MobileNetV2): every binary-input conv computes "
+                "BN(conv(sign(x))) + shortcut(x) on the float x, the shortcut parameter-free (identity; channel "
+                "repetition for the expanding 1x1s; the mean of channel groups for the projecting 1x1s; 2x2 "
+                "average pooling at stride 2), except the projecting conv of a residual block, whose float path "
+                "is the block's own residual (a second one would double the block input at each of the 10 "
+                "residual blocks). The same network for every method. "
+                f"Seeds: {', '.join(map(str, seeds))}"
+                + (" (one: the 75-minute budget of one-thread accuracy runs on the shared 2-core CPU did not "
+                   "allow three)." if len(seeds) == 1 else ".")
+                + _last_epoch_range(section)
+                + (" In every run the deployed artifact scores exactly what the training-form network scores "
+                   "(`test_accuracy` = `shadow_test_accuracy` in quantize.json)." if same else
+                   " Deployed and training-form accuracies differ in some runs (quantize.json)."), ""]
+        out += _run_table(section) + [""] + _commands(section) + [""]
+    if "digits-plain" in results:
+        section = results["digits-plain"]
+        out += ["## Earlier: W1/A1 on digits (MobileNetV2) without float shortcuts", "",
+                "The runs before float shortcuts existed (today `quant.float_shortcuts=false`), the same parent "
+                "and preset. The uniform 2/4/8-bit rows keep their float inputs and get no shortcut, so they "
+                "stand as measured.", ""]
         out += _run_table(section) + [""] + _commands(section) + [""]
     if "diagnose" in results:
         diag = results["diagnose"]
-        out += ["## Diagnosis: why W1/A1 MobileNetV2 on digits sits at chance", "",
+        out += ["## Diagnosis: why W1/A1 MobileNetV2 on digits (without float shortcuts) sits at chance", "",
                 "Not a deployment bug: in every run above the deployed network loaded back from the artifact scores "
                 "exactly what the training-form (float shadow) network scores (`shadow_test_accuracy` = "
                 "`test_accuracy` in quantize.json), and the training accuracy itself stays at chance during QAT "
@@ -357,18 +453,65 @@ def write_report(results: dict) -> None:
                 "neither. The ConvNet below (binarized 64-channel layers, no narrow bottleneck) trains to within "
                 "a few points of float with the same engine and budget.", "",
                 "```", diag["command"], "```", ""]
-    for key, title in (("convnet", "W1/A1 on digits, ConvNet-3 (width 64, BatchNorm): the comparison where W1/A1 "
-                                    "QAT trains at this budget"),
-                       ("digits-long", "MobileNetV2 on digits with a longer QAT budget")):
+    if "diagnose-shortcuts" in results:
+        diag = results["diagnose-shortcuts"]
+        plain = {row["condition"]: row for row in results.get("diagnose", {}).get("rows", [])}
+        out += ["## Diagnosis repeated with float shortcuts", "",
+                "`quantize_diagnose.py --float-shortcuts`: the same conditions, parent, optimizer and steps, with "
+                "the real-valued shortcut around every binary-input layer (the engine's default now). Without: "
+                "the table above.", "",
+                "| quantized | train accuracy, last 25 steps (%): without -> with | test accuracy (%): without -> "
+                "with | grad norm at the lowest quantized layer, step 0: without -> with |", "|---|---|---|---|"]
+        for row in diag["rows"]:
+            old = plain.get(row["condition"])
+            def pair(key: str, scale: float, fmt: str, old=old, row=row) -> str:
+                return (f"{format(scale * old[key], fmt)} -> " if old else "") + format(scale * row[key], fmt)
+            out.append(f"| {row['condition']} | {pair('train_accuracy_last_25_steps', 100, '.1f')} | "
+                       f"{pair('test_accuracy', 100, '.1f')} | {pair('bottom_layer_grad_norm_step0', 1, '.3g')} |")
+        rows = {row["condition"]: row for row in diag["rows"]}
+        every, one, two = ("W32/A1: binary inputs of all 51 layers", "W32/A1: binary inputs of block 1 (2 layers)",
+                           "W32/A1: binary inputs of block 2 (3 layers, 8-channel bottleneck in)")
+        if all(k in rows and k in plain for k in (every, one, two)):
+            g0, g1 = plain[every]["bottom_layer_grad_norm_step0"], rows[every]["bottom_layer_grad_norm_step0"]
+            out += ["", "The shortcuts do what they are for: with every input binary, the gradient reaching the "
+                    f"lowest quantized layer at the first step grows from {g0:.3g} to {g1:.3g} ({g1 / g0:.0f}x). "
+                    "They do not make this network trainable from its float parent at this budget, though: with "
+                    f"every input binary the training accuracy reaches "
+                    f"{100 * rows[every]['train_accuracy_last_25_steps']:.0f}% instead of "
+                    f"{100 * plain[every]['train_accuracy_last_25_steps']:.0f}%, and with the inputs of one block "
+                    f"binary it is lower than without shortcuts ({100 * rows[one]['train_accuracy_last_25_steps']:.0f}"
+                    f"% against {100 * plain[one]['train_accuracy_last_25_steps']:.0f}% for block 1, "
+                    f"{100 * rows[two]['train_accuracy_last_25_steps']:.0f}% against "
+                    f"{100 * plain[two]['train_accuracy_last_25_steps']:.0f}% for block 2). A shortcut changes what "
+                    "its layer computes (BN(conv(sign(x))) + shortcut(x) where the parent computed BN(conv(x))), so "
+                    "fine-tuning starts further from the float parent, whose features were learned without "
+                    "shortcuts. Bi-Real Net and ReActNet train their float (or binary-activation) networks with the "
+                    "shortcuts already in place; the equivalent here would be a float MobileNetV2 trained with "
+                    "them, which is an architecture option of mltk.nn, outside this engine."]
+        out += ["", "```", diag["command"], "```", ""]
+    for key, title in (("convnet", "W1/A1 on digits, ConvNet-3 (width 64, BatchNorm), float shortcuts on"),
+                       ("convnet-plain", "W1/A1 on digits, ConvNet-3 (width 64, BatchNorm), without float shortcuts "
+                                         "(earlier): the comparison where W1/A1 QAT trains at this budget"),
+                       ("digits-long", "MobileNetV2 on digits with a longer QAT budget, float shortcuts on"),
+                       ("digits-long-plain", "MobileNetV2 on digits with a longer QAT budget, without float "
+                                             "shortcuts (earlier)")):
         if key not in results:
             continue
         section = results[key]
-        note = ("Two of its four layers are binarized (the 3x3 convs 2 and 3); the first conv and the classifier "
-                "stay float. `--preset digits` (12 epochs), the same budget for every variant."
-                if key == "convnet" else
-                f"The same parent as above; {section.get('epochs')} QAT epochs instead of the preset's 12 "
-                f"({section.get('epochs', 12) / 12:g}x the steps), one seed. Training accuracy stays at chance "
-                "through every epoch (the run's metrics.jsonl).")
+        if key in ("convnet", "convnet-plain"):
+            note = ("Two of its four layers are binarized (the 3x3 convs 2 and 3, 64 channels in and out, so their "
+                    "shortcuts are identities); the first conv and the classifier stay float. `--preset digits` "
+                    "(12 epochs), the same budget for every variant. "
+                    + ("With float shortcuts (the default)." if key == "convnet" else
+                       "Measured before float shortcuts existed (today `quant.float_shortcuts=false`)."))
+        else:
+            train_accs = ", ".join(f"{row['variant']} {100 * row['train_accuracy_by_epoch'][-1]:.1f}%"
+                                   for row in section["runs"] if row.get("train_accuracy_by_epoch"))
+            note = (f"The same parent as above; {section.get('epochs')} QAT epochs instead of the preset's 12 "
+                    f"({section.get('epochs', 12) / 12:g}x the steps), one seed."
+                    + (" Training accuracy stays at chance through every epoch (the run's metrics.jsonl)."
+                       if key == "digits-long-plain" else "")
+                    + (f" Training accuracy of the last epoch: {train_accs}." if train_accs else ""))
         out += [f"## {title}", "", note, ""] + _run_table(section) + [""] + _commands(section) + [""]
     if "cifar10" in results:
         section = results["cifar10"]
@@ -379,12 +522,12 @@ def write_report(results: dict) -> None:
         out += _run_table(section) + [""] + _commands(section) + [""]
     if "cifar10" not in results:
         out += ["## W1/A1 on CIFAR-10: left out", "",
-                "Not run. A float MobileNetV2 on a CIFAR-10 subset plus five W1/A1 variants at an "
-                "equal budget would have cost well over the 40 minutes of one-thread accuracy runs budgeted "
-                "here on a 2-core CPU shared with other jobs, and at the digits budget MobileNetV2 W1/A1 sits at "
-                "chance (diagnosis above), so a reduced CIFAR-10 run would only repeat that. The section is "
-                "ready: `python benchmarks/quantize.py --section cifar10 --cifar-train 8000` (5,000 held out as "
-                "test, `--preset cifar10-cpu`).", ""]
+                "Not run. A float MobileNetV2 on a CIFAR-10 subset plus five W1/A1 variants at an equal budget "
+                "costs more than the one-thread accuracy budget of a session on this shared 2-core CPU (about 75 "
+                "minutes), which went to the digits runs above; and at the digits budget W1/A1 MobileNetV2 stays "
+                "near chance with and without float shortcuts, so a reduced CIFAR-10 run would most likely repeat "
+                "that. The section is ready: `python benchmarks/quantize.py --section cifar10 --cifar-train 8000` "
+                "(5,000 held out as test, `--preset cifar10-cpu`).", ""]
     out += ["## GPU preset (CIFAR-100, the paper's setting): not run", "",
             "`mltk/presets/quantize/cifar100-mobilenetv2.yaml` is written (its header holds the paper's claim: "
             "W1/A1 preserves the full-precision CIFAR-100 accuracy of compact backbones; the table values could "
@@ -393,18 +536,51 @@ def write_report(results: dict) -> None:
         out += ["## Size on disk", "",
                 "model.safetensors of the float artifact against the quantized one (MobileNetV2 for CIFAR-10, "
                 "10 classes). Float tensors (stem, classifier, BatchNorms folded into per-channel scale and "
-                "bias, RSign/RPReLU, the remaining BatchNorms) stay float32.", "",
+                "bias, RSign/RPReLU, the remaining BatchNorms) are float32 by default; the rows marked "
+                "\"float16 vectors\" store the per-channel vectors (everything but the packed codes and the "
+                "stem and classifier weights) as float16 (`quant.vector_dtype=float16`). Float shortcuts add no "
+                "tensor; the quantization plan, which the weights file's header carries too, now names each "
+                "layer's shortcut (about 1.4 KB more than the sizes measured before them).", "",
                 "| width | variant | float bytes | quantized bytes | float / quantized |", "|---|---|---|---|---|"]
         for row in results["size"]["rows"]:
             out.append(f"| {row['width_mult']} | {row['variant']} | {row['fp_bytes']:,} | {row['bytes']:,} | "
                        f"{row['ratio']:.2f} |")
         out += ["", "```", *sorted({r["command"] for r in results["size"]["rows"]}), "```", ""]
+    if "fp16" in results:
+        rows = results["fp16"]["rows"]
+        changed = [r for r in rows if r["accuracy_float16"] != r["accuracy_float32"]]
+        out += ["## float16 per-channel vectors: does accuracy change?", "",
+                "Every artifact of the digits runs (MobileNetV2 with float shortcuts, and the uniform 2/4/8-bit "
+                "runs) and of the ConvNet runs, loaded as `mltk eval` loads it (float32 vectors), then its tensors "
+                "written again with float16 vectors and loaded back (`benchmarks/quantize_fp16_check.py`): test "
+                f"accuracy changes in {len(changed)} of {len(rows)} artifacts.", "",
+                "| artifact | test accuracy, float32 vectors (%) | float16 vectors (%) | predictions changed "
+                "| largest logit change | weights bytes float32 -> float16 |", "|---|---|---|---|---|---|"]
+        for r in rows:
+            out.append(f"| {r['artifact']} | {100 * r['accuracy_float32']:.1f} | {100 * r['accuracy_float16']:.1f} | "
+                       f"{r['predictions_changed']} of {r['test_images']} | {r['max_logit_difference']:.3g} | "
+                       f"{r['bytes_float32']:,} -> {r['bytes_float16']:,} |")
+        binary_mbv2 = [r for r in rows if r["artifact"].startswith("digits-") and "uniform" not in r["artifact"]]
+        others = [r for r in rows if r not in binary_mbv2]
+        if binary_mbv2 and others:
+            def worst(group: list[dict]) -> str:
+                delta = max(abs(r["accuracy_float16"] - r["accuracy_float32"]) for r in group)
+                share = max(r["predictions_changed"] / r["test_images"] for r in group)
+                return f"at most {100 * delta:.1f} points of accuracy and {100 * share:.0f}% of the predictions"
+            out += ["", f"On the ConvNet and the uniform 2/4/8-bit networks float16 vectors change {worst(others)}; "
+                    f"on the binary MobileNetV2s (near chance) {worst(binary_mbv2)}: a "
+                    "sign input within rounding distance of its threshold flips, and through 51 binary layers one "
+                    "flip changes much downstream. Accuracy is not unchanged everywhere, so float32 stays the "
+                    "default and float16 is an option (`quant.vector_dtype=float16`)."]
+        out += ["", "```", results["fp16"]["command"], "```", ""]
     if "latency" in results:
         lat = results["latency"]
         out += ["## CPU latency", "", lat["description"] + " The deployed binarized network is what `mltk eval` "
-                "runs: the same float convolutions, on unpacked ±1 weights, plus a sign pass and a per-channel "
-                "scale-and-bias pass per binarized layer, so without a packed kernel it cannot be faster than the "
-                "float network on a CPU; the micro-benchmark below measures what a bit-packed XNOR-popcount inner "
+                "runs: the same float convolutions, on unpacked ±1 weights, plus a sign pass, a per-channel "
+                "scale-and-bias pass and the float shortcut (an add, with channel repetition, group mean or "
+                "pooling where shapes change) per binarized layer, so without a packed kernel it cannot be "
+                "faster than the float network on a CPU (before float shortcuts it measured 1.94x the float "
+                "time); the micro-benchmark below measures what a bit-packed XNOR-popcount inner "
                 "product would give.", "", "| network | ms per batch (median) |", "|---|---|"]
         for row in lat["rows"]:
             out.append(f"| {row['label']} | {row['ms']:.1f} |")
@@ -423,9 +599,11 @@ def write_report(results: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--section", choices=["digits", "convnet", "digits-long", "diagnose", "cifar10", "size",
-                                                  "latency"])
+    parser.add_argument("--section", choices=["digits", "convnet", "digits-long", "diagnose", "diagnose-shortcuts",
+                                              "cifar10", "size", "latency", "fp16"])
     parser.add_argument("--diagnose-steps", type=int, default=50)
+    parser.add_argument("--no-uniform", action="store_true",
+                        help="--section digits: leave out the 2/4/8-bit runs (unchanged by float shortcuts)")
     parser.add_argument("--long-epochs", type=int, default=36)
     parser.add_argument("--long-variants", nargs="+", default=["xnor"],
                         help="labels of BINARY_VARIANTS for --section digits-long")
@@ -436,6 +614,8 @@ def main() -> None:
     parser.add_argument("--cifar-train", type=int, default=8000)
     parser.add_argument("--cifar-width", type=float, default=0.5)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--vector-dtype", nargs="+", default=["float32", "float16"],
+                        help="--section size: quant.vector_dtype values to measure")
     args = parser.parse_args()
     results = json.loads(JSON_PATH.read_text()) if JSON_PATH.exists() else {}
     if not args.report:
@@ -454,18 +634,23 @@ def main() -> None:
             write_report(results)
 
         if args.section == "digits":
-            results["digits"] = section_digits(args.work, args.seeds, args.fp_epochs, save)
+            results["digits"] = section_digits(args.work, args.seeds, args.fp_epochs, save,
+                                               with_uniform=not args.no_uniform)
         elif args.section == "convnet":
             results["convnet"] = section_convnet(args.work, args.seeds, save)
         elif args.section == "digits-long":
             results["digits-long"] = section_digits_long(args.work, args.long_epochs, args.long_variants, save)
         elif args.section == "diagnose":
             results["diagnose"] = section_diagnose(args.work, args.diagnose_steps)
+        elif args.section == "diagnose-shortcuts":
+            results["diagnose-shortcuts"] = section_diagnose(args.work, args.diagnose_steps, float_shortcuts=True)
         elif args.section == "cifar10":
             results["cifar10"] = section_cifar10(args.work, args.seeds, args.cifar_train, args.cifar_width,
                                                  args.fp_epochs, save)
         elif args.section == "size":
-            results["size"] = section_size(args.work)
+            results["size"] = section_size(args.work, args.vector_dtype)
+        elif args.section == "fp16":
+            results["fp16"] = section_fp16(args.work, results)
         else:
             results["latency"] = section_latency(args.work, args.repeats)
         save(results[args.section])

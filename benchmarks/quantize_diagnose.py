@@ -9,6 +9,9 @@ network for ``--steps`` steps (Adam, lr 1e-3, batch 64, cross-entropy, no
 distillation). Prints, per condition, the training accuracy of the last 25
 steps and the test accuracy of the quantized network, plus the norm of the
 gradient reaching the bottom quantized layer at the first step.
+``--float-shortcuts`` gives every binary-input layer its real-valued
+shortcut (``quant.float_shortcuts``, the engine's default) and switches the
+ReLUs feeding them off as the engine does.
 
     MLTK_HOME=/tmp/mltk-bench-quantize/home OMP_NUM_THREADS=1 \\
         python benchmarks/quantize_diagnose.py --parent mbv2-digits:1 --steps 50 > diag.json
@@ -51,12 +54,13 @@ CONDITIONS = [
 ]
 
 
-def run(source, splits, label: str, which: str, pattern: str, steps: int, seed: int) -> dict:
+def run(source, splits, label: str, which: str, pattern: str, steps: int, seed: int,
+        float_shortcuts: bool = False) -> dict:
     torch.manual_seed(seed)
     model = copy.deepcopy(source.model)
     shape = tuple(splits.train.image_shape)
     plan = plan_quantization(model, image_shape=shape, bits=1, act_bits=1, act_kind="sign",
-                             binary_activation="identity")
+                             binary_activation="identity", float_shortcuts=float_shortcuts)
     to_training_form(model, plan, TrainingOptions(transform="identity", ste="clipped"))
     layers, gates = quantized_layers(model, plan), gated_activations_of(model, plan)
     chosen = 0
@@ -102,6 +106,8 @@ def main() -> None:
     parser.add_argument("--parent", default="mbv2-digits:1")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--float-shortcuts", action="store_true",
+                        help="real-valued shortcuts around the binary-input layers (the engine's default)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     source = load_source(SourceSpec(ref=args.parent))
@@ -111,11 +117,11 @@ def main() -> None:
                                      device=torch.device("cpu"))["accuracy"]
     rows = []
     for label, which, pattern in CONDITIONS:
-        row = run(source, splits, label, which, pattern, args.steps, args.seed)
+        row = run(source, splits, label, which, pattern, args.steps, args.seed, args.float_shortcuts)
         rows.append(row)
         print(json.dumps(row), flush=True, file=sys.stderr)
     print(json.dumps({"parent": args.parent, "float_test_accuracy": float_test, "optimizer": "adam lr 1e-3, batch 64",
-                      "rows": rows}, indent=2))
+                      "float_shortcuts": args.float_shortcuts, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -5,14 +5,17 @@
 * ``L.weight_packed``: the codes at their true width (uint8, 8 binary
   weights per byte; 2- and 4-bit levels packed 4 or 2 per byte; 8-bit levels
   as int8),
-* ``L.out_scale``, ``L.out_bias`` (float32 [O]): the weight scale with the
+* ``L.out_scale``, ``L.out_bias`` ([O]): the weight scale with the
   following BatchNorm folded in,
 * ``L.input_quantizer.threshold`` (sign inputs) or ``.step`` (uniform inputs),
 
-and every other tensor of the network in float32 (stem, classifier,
-BatchNorms not folded, RPReLU). The card's ``quantization.plan`` says which
-layers are quantized and how, which rebuilds the deployed network from the
-architecture spec; ``tensor_bits`` gives the stored bits of every tensor.
+and every other tensor of the network (stem, classifier, BatchNorms not
+folded, RPReLU). Weight matrices are float32; the per-channel vectors are
+float32, or float16 under ``quant.vector_dtype=float16`` (cast back to
+float32 on load). The card's ``quantization.plan`` says which layers are
+quantized and how (including each binary-input layer's float shortcut),
+which rebuilds the deployed network from the architecture spec;
+``tensor_bits`` gives the stored bits of every tensor.
 
 Loading (:func:`load_quantized`, registered for the card kinds
 ``binarized-classifier`` and ``quantized-classifier``) builds the deployed

@@ -39,6 +39,11 @@ class QuantSpec:
     bits: int = 1  # weight bits: 1 (binary), 2, 4, 8
     act_bits: int = 0  # input bits of quantized layers: 0 = 1 at --bits 1, else 32 (float)
     skip: list[str] = dataclasses.field(default_factory=list)  # fnmatch patterns of layers to keep in float
+    # real-valued shortcut around every binary-input layer: BN(conv(sign(x))) + shortcut(x), parameter-free
+    # (identity, channel repeat / group mean, average pooling); our adaptation of Bi-Real Net / ReActNet
+    float_shortcuts: bool = True
+    # dtype of the per-channel float vectors in the artifact (folded scales/biases, thresholds, RPReLU, BN)
+    vector_dtype: Literal["float16", "float32"] = "float32"
 
 
 @dataclasses.dataclass(frozen=True)

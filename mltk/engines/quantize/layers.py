@@ -53,16 +53,77 @@ def out_features(layer: nn.Module) -> int:
     return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
 
 
+class FloatShortcut(nn.Module):
+    """The real-valued path around a binary-input layer (Bi-Real Net / ReActNet style); no parameters.
+
+    A binary-input layer computes ``BN(conv(sign(x)))``; with a shortcut it
+    computes ``BN(conv(sign(x))) + shortcut(x)`` on the float ``x``, so the
+    information the sign throws away still reaches the layers above, and
+    their gradients reach the layers below. The shortcut is the cheapest map
+    from the layer's input shape to its output shape:
+
+    * spatial (``pool``, strided convolutions): average pooling to the
+      output size (a stride-2 layer on an even-sized input: mean of 2x2
+      windows);
+    * channels, I -> O: identity when I == O (depthwise convs); repetition
+      when O > I (input channel ``c`` feeds outputs ``c * k .. c * k + k - 1``
+      when O = k * I; in general output ``o`` copies input ``o * I // O``);
+      the mean of contiguous groups of I / O channels when I > O (adaptive
+      average pooling along the channel axis when I is not a multiple of O).
+
+    forward(x [B, I, H, W] or [B, I], size (H', W') or None) -> [B, O, H', W'] (or [B, O]).
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, pool: bool = False):
+        super().__init__()
+        self.in_features, self.out_features, self.pool = in_features, out_features, pool
+        self.register_buffer("index", (torch.arange(out_features) * in_features) // out_features, persistent=False)
+
+    def channels(self) -> str:
+        """How channels map: identity, repeat, group-mean or adaptive-mean."""
+        i, o = self.in_features, self.out_features
+        if i == o:
+            return "identity"
+        if o > i:
+            return "repeat"
+        return "group-mean" if i % o == 0 else "adaptive-mean"
+
+    def forward(self, x: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+        if self.pool and size is not None:
+            x = F.adaptive_avg_pool2d(x, tuple(size))
+        i, o = self.in_features, self.out_features
+        if i == o:
+            return x
+        if o > i:
+            return x.index_select(1, self.index)
+        if i % o == 0:
+            return x.unflatten(1, (o, i // o)).mean(2)
+        if x.dim() == 4:
+            return F.adaptive_avg_pool3d(x.unsqueeze(1), (o, x.shape[-2], x.shape[-1])).squeeze(1)
+        return F.adaptive_avg_pool1d(x.unsqueeze(1), o).squeeze(1)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features} -> {self.out_features} ({self.channels()}{', avgpool' * self.pool})"
+
+
 class QuantizedLayer(nn.Module):
     """A Conv2d/Linear with switchable input and weight quantizers (training form).
 
     forward: x [B, I, H, W] (or [B, I]) -> the wrapped layer's output shape.
+
+    With a ``shortcut`` (binary-input layers under ``quant.float_shortcuts``)
+    the BatchNorm that follows the layer moves in as ``norm`` (its place in
+    the network becomes an Identity) and, once the inputs are quantized, the
+    output is ``norm(op(q(x), w)) + shortcut(x)``; before that the layer is
+    the float one, ``norm(op(x, w))``.
     """
 
     def __init__(self, layer: nn.Module, *, weight_quantizer: nn.Module, act_quantizer: nn.Module | None,
-                 bits: int, act_bits: int):
+                 bits: int, act_bits: int, shortcut: FloatShortcut | None = None, norm: nn.Module | None = None):
         super().__init__()
         self.layer = layer
+        self.norm = norm
+        self.shortcut = shortcut
         self.weight_quantizer = weight_quantizer
         self.act_quantizer = act_quantizer
         self.bits = bits
@@ -81,7 +142,12 @@ class QuantizedLayer(nn.Module):
         return self.layer.weight
 
     def forward(self, x: Tensor) -> Tensor:
-        return layer_op(self.layer, self.quantize_input(x), self.effective_weight(), self.layer.bias)
+        y = layer_op(self.layer, self.quantize_input(x), self.effective_weight(), self.layer.bias)
+        if self.norm is not None:
+            y = self.norm(y)
+        if self.shortcut is not None and bool(self.act_on):
+            y = y + self.shortcut(x, y.shape[-2:] if y.dim() == 4 else None)
+        return y
 
     @torch.no_grad()
     def deployable(self) -> tuple[Tensor, Tensor]:
@@ -152,13 +218,18 @@ class DeployedInputQuantizer(nn.Module):
 
 
 class DeployedLayer(nn.Module):
-    """y = op(q(x), codes) * out_scale + out_bias, op the original conv/linear (deployed form).
+    """y = op(q(x), codes) * out_scale + out_bias [+ shortcut(x)], op the original conv/linear (deployed form).
+
+    The float shortcut (a parameter-free :class:`FloatShortcut`, present when
+    the plan gives the layer one) adds the unquantized input after the folded
+    BatchNorm, exactly where the training form adds it.
 
     ``codes`` is a non-persistent buffer: the artifact stores it packed (8
     binary weights per byte) and the loader unpacks it into this buffer.
     """
 
-    def __init__(self, layer: nn.Module, *, bits: int, act_kind: str, act_bits: int):
+    def __init__(self, layer: nn.Module, *, bits: int, act_kind: str, act_bits: int,
+                 shortcut: FloatShortcut | None = None):
         super().__init__()
         self.op = _OpSpec.of(layer)
         self.bits = bits
@@ -168,13 +239,16 @@ class DeployedLayer(nn.Module):
         self.register_buffer("out_scale", torch.ones(outputs))
         self.register_buffer("out_bias", torch.zeros(outputs))
         self.input_quantizer = None if act_kind == "none" else DeployedInputQuantizer(act_kind, channels, act_bits)
+        self.shortcut = shortcut
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.input_quantizer is not None:
-            x = self.input_quantizer(x)
-        y = self.op(x, self.codes)
+        q = self.input_quantizer(x) if self.input_quantizer is not None else x
+        y = self.op(q, self.codes)
         shape = (1, -1) + (1,) * (y.dim() - 2)
-        return y * self.out_scale.view(shape) + self.out_bias.view(shape)
+        y = y * self.out_scale.view(shape) + self.out_bias.view(shape)
+        if self.shortcut is not None:
+            y = y + self.shortcut(x, y.shape[-2:] if y.dim() == 4 else None)
+        return y
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, weight={self.weight_shape}, {self.op}"

@@ -11,7 +11,9 @@ XNOR-Net and ReActNet both compute their weight scale per output channel as
 the mean absolute weight; here that is the identity transform of BiTAT's
 importance-weighted binarization, so the methods differ only where the
 table says they do. Every method trains for the same steps with the same
-optimizer, data and distillation.
+optimizer, data and distillation, and at W1/A1 gets the same real-valued
+shortcuts around its binary-input layers (``quant.float_shortcuts``, on by
+default; see ``FloatShortcut``).
 """
 
 from __future__ import annotations

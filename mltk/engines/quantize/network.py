@@ -7,6 +7,12 @@ everything needed to rebuild the deployed network from the architecture spec:
   pass calls them (the bottom-up order of the progressive schedule), each
   with its bits, its input quantizer and the BatchNorm folded into it;
 * ``activations``: ReLUs that feed a binarized layer and are replaced;
+* each binary-input layer's ``shortcut`` (``quant.float_shortcuts``, on by
+  default): how the parameter-free float path around it maps the input to
+  the output shape (see :class:`~mltk.engines.quantize.layers.FloatShortcut`),
+  or None: off, not a binary-input layer, or the last layer of a residual
+  block (whose own residual is its float path); plans without the key (older
+  artifacts) have no shortcuts;
 * ``full_precision``: the layers kept in float, with the reason. The first
   layer called (the stem) and the last (the classifier) always are, as is
   standard in binarization work; so are squeeze-excitation gates (their
@@ -31,6 +37,7 @@ from mltk.core.errors import ArtifactError, UsageError
 from mltk.engines.quantize.layers import (
     QUANTIZABLE,
     DeployedLayer,
+    FloatShortcut,
     GatedActivation,
     QuantizedLayer,
     in_features,
@@ -66,14 +73,15 @@ class TrainingOptions:
 
 def plan_quantization(model: nn.Module, *, image_shape: tuple[int, int, int], bits: int, act_bits: int,
                       act_kind: str, binary_activation: str, skip: tuple[str, ...] = (),
-                      where: str = "model") -> dict:
+                      float_shortcuts: bool = False, where: str = "model") -> dict:
     """The quantization plan of ``model`` (a float ImageClassifier) as a JSON-ready dict.
 
     act_kind: the input quantizer of quantized layers (sign, rsign, uniform,
     none); binary_activation: what replaces a ReLU feeding a binary-input
-    layer (identity, rprelu).
+    layer (identity, rprelu); float_shortcuts: give every binary-input layer
+    a real-valued shortcut (BN(conv(sign(x))) + shortcut(x)).
     """
-    order, calls = _forward_order(model, image_shape)
+    order, calls, shapes = _forward_order(model, image_shape)
     if not order:
         raise UsageError(f"{where} has no Conv2d or Linear layer to quantize")
     # Imported here, not at the top: torchvision.ops pulls in torch._dynamo, seconds of every mltk start.
@@ -82,6 +90,7 @@ def plan_quantization(model: nn.Module, *, image_shape: tuple[int, int, int], bi
     inside_se = {name for se_name, module in model.named_modules() if isinstance(module, SqueezeExcitation)
                  for name, _ in module.named_modules(prefix=se_name)}
     modules = dict(model.named_modules())
+    residual_ends = _residual_block_ends(model, order)
     layers, kept = [], []
     for index, name in enumerate(order):
         reason = None
@@ -99,10 +108,13 @@ def plan_quantization(model: nn.Module, *, image_shape: tuple[int, int, int], bi
             kept.append({"name": name, "reason": reason})
             continue
         layer = modules[name]
+        binary_inputs = act_bits == 1 and act_kind in ("sign", "rsign")
         layers.append({"name": name, "type": "linear" if isinstance(layer, nn.Linear) else "conv2d",
                        "weight_shape": list(layer.weight.shape), "bits": bits, "act_bits": act_bits,
                        "act": act_kind, "in_features": in_features(layer),
-                       "folded_bn": _following_batchnorm(model, name, out_features(layer))})
+                       "folded_bn": _following_batchnorm(model, name, out_features(layer)),
+                       "shortcut": _describe_shortcut(layer, *shapes[name])
+                       if float_shortcuts and binary_inputs and name not in residual_ends else None})
     if not layers:
         listed = ", ".join(f"{k['name']} ({k['reason']})" for k in kept)
         raise UsageError(f"{where} has no quantizable layers: every Conv2d/Linear stays full precision ({listed})",
@@ -114,17 +126,21 @@ def plan_quantization(model: nn.Module, *, image_shape: tuple[int, int, int], bi
     return {"layers": layers, "activations": activations, "full_precision": kept}
 
 
-def _forward_order(model: nn.Module, image_shape: tuple[int, int, int]) -> tuple[list[str], dict[str, int]]:
-    """Names of the Conv2d/Linear modules in the order one forward pass calls them, and call counts."""
+def _forward_order(model: nn.Module, image_shape: tuple[int, int, int]
+                   ) -> tuple[list[str], dict[str, int], dict[str, tuple[tuple[int, ...], tuple[int, ...]]]]:
+    """Names of the Conv2d/Linear modules in the order one forward pass calls them, call counts, and the
+    (input, output) shape of each at its first call (batch of one)."""
     order: list[str] = []
     calls: dict[str, int] = {}
+    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
     handles = []
     for name, module in model.named_modules():
         if isinstance(module, QUANTIZABLE):
-            def hook(_module, _inputs, _output, name=name):
+            def hook(_module, inputs, output, name=name):
                 calls[name] = calls.get(name, 0) + 1
                 if calls[name] == 1:
                     order.append(name)
+                    shapes[name] = (tuple(inputs[0].shape), tuple(output.shape))
             handles.append(module.register_forward_hook(hook))
     was_training = model.training
     model.eval()
@@ -135,7 +151,36 @@ def _forward_order(model: nn.Module, image_shape: tuple[int, int, int]) -> tuple
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    return order, calls
+    return order, calls, shapes
+
+
+def shortcut_of(spec: dict, layer: nn.Module) -> FloatShortcut:
+    """The FloatShortcut a plan entry describes (``"repeat"``, ``"identity+avgpool"``, ...) for ``layer``."""
+    return FloatShortcut(in_features(layer), out_features(layer), pool=spec["shortcut"].endswith("+avgpool"))
+
+
+def _residual_block_ends(model: nn.Module, order: list[str]) -> set[str]:
+    """The last Conv2d/Linear of every block that adds its own input back (MobileNet's ``use_res_connect``).
+
+    The block's residual already is a float path around that layer; a second
+    one there would add the block input twice, doubling it at every residual
+    block (2^10 in MobileNetV2) until it drowns what the binary layers add.
+    """
+    ends = set()
+    for block_name, block in model.named_modules():
+        if getattr(block, "use_res_connect", False) is True:
+            inside = [name for name in order if name.startswith(block_name + ".")]
+            if inside:
+                ends.add(inside[-1])
+    return ends
+
+
+def _describe_shortcut(layer: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> str:
+    """The float shortcut of a binary-input layer as the plan records it: its channel map (identity, repeat,
+    group-mean, adaptive-mean), plus ``+avgpool`` when it pools to a smaller output. Kept short: the plan
+    is also stored in the weights file's header."""
+    channels = FloatShortcut(in_features(layer), out_features(layer)).channels()
+    return channels if in_shape[2:] == out_shape[2:] else f"{channels}+avgpool"
 
 
 def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
@@ -194,9 +239,15 @@ def to_training_form(model: nn.Module, plan: dict, options: TrainingOptions) -> 
                                                       learn_step=options.learn_step)
         act_quantizer = make_act_quantizer(spec["act"], spec["in_features"], ste=options.ste,
                                            act_bits=spec["act_bits"])
+        shortcut = norm = None
+        if spec.get("shortcut"):
+            shortcut = shortcut_of(spec, layer)
+            if spec["folded_bn"]:  # the shortcut joins after the BatchNorm: move it into the layer
+                norm = model.get_submodule(spec["folded_bn"])
+                _replace(model, spec["folded_bn"], nn.Identity())
         _replace(model, spec["name"], QuantizedLayer(layer, weight_quantizer=weight_quantizer,
                                                      act_quantizer=act_quantizer, bits=spec["bits"],
-                                                     act_bits=spec["act_bits"]))
+                                                     act_bits=spec["act_bits"], shortcut=shortcut, norm=norm))
     for spec in plan["activations"]:
         original = model.get_submodule(spec["name"])
         _replace(model, spec["name"], GatedActivation(original, make_binary_form(spec["kind"], spec["channels"])))
@@ -224,8 +275,9 @@ def to_deployed_form(model: nn.Module, plan: dict) -> None:
     """Replace the planned layers of a freshly built float model by DeployedLayers, in place."""
     for spec in plan["layers"]:
         layer = model.get_submodule(spec["name"])
+        shortcut = shortcut_of(spec, layer) if spec.get("shortcut") else None
         _replace(model, spec["name"], DeployedLayer(layer, bits=spec["bits"], act_kind=spec["act"],
-                                                    act_bits=spec["act_bits"]))
+                                                    act_bits=spec["act_bits"], shortcut=shortcut))
         if spec["folded_bn"]:
             _replace(model, spec["folded_bn"], nn.Identity())
     for spec in plan["activations"]:
@@ -246,7 +298,7 @@ def fill_deployed(deployed: nn.Module, trained: nn.Module, plan: dict) -> None:
         out_bias = source.layer.bias.detach().clone() if source.layer.bias is not None \
             else torch.zeros_like(scale)
         if spec["folded_bn"]:
-            bn = trained.get_submodule(spec["folded_bn"])
+            bn = source.norm if source.norm is not None else trained.get_submodule(spec["folded_bn"])
             gain = bn.weight / torch.sqrt(bn.running_var + bn.eps)
             out_bias = (out_bias - bn.running_mean) * gain + bn.bias
             out_scale = out_scale * gain
@@ -269,9 +321,26 @@ def fill_deployed(deployed: nn.Module, trained: nn.Module, plan: dict) -> None:
             value.copy_(trained_state[key])
 
 
-def deployed_tensors(deployed: nn.Module, plan: dict) -> dict[str, torch.Tensor]:
-    """The tensors an artifact stores: the deployed state plus each layer's codes, packed."""
-    tensors = {key: value.detach().clone() for key, value in deployed.state_dict().items()}
+VECTOR_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+_FLOAT16_MAX = float(torch.finfo(torch.float16).max)
+
+
+def deployed_tensors(deployed: nn.Module, plan: dict, *, vector_dtype: str = "float32") -> dict[str, torch.Tensor]:
+    """The tensors an artifact stores: the deployed state plus each layer's codes, packed.
+
+    vector_dtype: the dtype of the per-channel float vectors (folded scales and biases, RSign thresholds,
+    RPReLU, the BatchNorms and biases of the float layers): float32, or float16 to halve them; a vector
+    with a value beyond float16's range stays float32. Weight matrices (stem, classifier) stay float32.
+    The loader casts everything back to float32.
+    """
+    dtype = VECTOR_DTYPES[vector_dtype]
+    tensors = {}
+    for key, value in deployed.state_dict().items():
+        value = value.detach().clone()
+        if dtype != torch.float32 and value.is_floating_point() and value.dim() <= 1 \
+                and bool(value.abs().max() <= _FLOAT16_MAX if value.numel() else True):
+            value = value.to(dtype)
+        tensors[key] = value
     for spec in plan["layers"]:
         codes = deployed.get_submodule(spec["name"]).codes
         if spec["bits"] == 1:

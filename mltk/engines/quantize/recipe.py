@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from mltk.core.config import config_hash, to_dict
-from mltk.core.errors import ConfigError, Interrupted, UsageError
+from mltk.core.errors import ConfigError, UsageError
 from mltk.core.registry import ArtifactRecord
 from mltk.core.run_recipe import RunContext
 from mltk.core.runs import checkpoint_due
@@ -93,7 +93,8 @@ class QuantizeRecipe:
         self.plan = plan_quantization(student, image_shape=tuple(train.image_shape), bits=cfg.quant.bits,
                                       act_bits=cfg.act_bits(), act_kind=self.settings.act_kind,
                                       binary_activation=self.settings.binary_activation,
-                                      skip=tuple(cfg.quant.skip), where=self.source.parent)
+                                      skip=tuple(cfg.quant.skip), float_shortcuts=cfg.quant.float_shortcuts,
+                                      where=self.source.parent)
         options = TrainingOptions(transform=self.settings.transform, parameterization=cfg.bitat.parameterization,
                                   refine_iters=cfg.bitat.refine_iters, learned_max_dim=cfg.bitat.learned_max_dim,
                                   ste=self.settings.ste, learn_step=self.settings.learn_step)
@@ -231,11 +232,7 @@ class QuantizeRecipe:
         with ctx.reporter.progress(self.total_steps, start=self.start_step, description="quantize") as bar:
             epoch_started = last_checkpoint = time.perf_counter()
             for step in range(self.start_step, self.total_steps):
-                if ctx.should_stop():
-                    self._checkpoint(step)
-                    raise Interrupted(f"stopped at step {step} of {self.total_steps}; checkpoint written to "
-                                      f"{ctx.run.ckpt_dir / f'step-{step}'}",
-                                      hint="continue with --resume last (or --resume auto)")
+                ctx.stop_if_asked(step, self.total_steps, self._checkpoint)
                 label = self._enter_phases(step, bar)
                 phase = self.phases[phase_at(self.phases, step)]
                 epoch, step_in_epoch = divmod(step, self.steps_per_epoch)
@@ -332,7 +329,7 @@ class QuantizeRecipe:
         self.student.eval()
         fill_deployed(deployed, self.student.cpu(), self.plan)
         self.student.to(self.ctx.device)
-        tensors = deployed_tensors(deployed, self.plan)
+        tensors = deployed_tensors(deployed, self.plan, vector_dtype=cfg.quant.vector_dtype)
         quantization = {"method": self.settings.name, "bits": cfg.quant.bits, "act_bits": cfg.act_bits(),
                         "settings": self.settings.describe(), "schedule": [
                             {"label": p.label, "steps": p.steps, "layers": len(p.weight_layers)} for p in self.phases]}

@@ -85,3 +85,52 @@ def test_one_bit_mobilenet_v2_is_at_most_a_twelfth_of_the_float_artifact():
     fill_deployed(deployed, model.eval(), plan)
     binary_bytes = len(safetensors_bytes(deployed_tensors(deployed, plan)))
     assert float_bytes / binary_bytes >= 12, (float_bytes, binary_bytes)
+
+
+def test_float16_vectors_halve_the_float_overhead_and_keep_the_outputs():
+    torch.manual_seed(0)
+    model = _mobilenet(0.25)
+    plan = _quantized(model, transform="identity")
+    for layer in quantized_layers(model, plan):
+        layer.act_on.fill_(True)
+        layer.weight_on.fill_(True)
+        layer.act_quantizer.threshold.data.uniform_(-0.1, 0.1)
+    for spec in plan["activations"]:
+        model.get_submodule(spec["name"]).on.fill_(True)
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(16, 3, 32, 32))
+    model.eval()
+    deployed = build_from_spec(model.spec)
+    to_deployed_form(deployed, plan)
+    fill_deployed(deployed, model, plan)
+    deployed.get_submodule(plan["layers"][0]["name"]).out_bias[0] = 1e5  # beyond float16: must stay float32
+    full = deployed_tensors(deployed, plan)
+    half = deployed_tensors(deployed, plan, vector_dtype="float16")
+    assert half.keys() == full.keys()
+    vectors = [k for k, v in full.items() if v.is_floating_point() and v.dim() <= 1]
+    out_bias = plan["layers"][0]["name"] + ".out_bias"
+    for key, value in half.items():
+        if key == out_bias:
+            assert value.dtype == torch.float32
+        elif key in vectors:
+            assert value.dtype == torch.float16
+        else:  # packed codes and weight matrices (stem, classifier) are untouched
+            assert value.dtype == full[key].dtype and torch.equal(value, full[key])
+    saved = sum(full[k].numel() * 2 for k in vectors if k != out_bias)
+    assert len(safetensors_bytes(full)) - len(safetensors_bytes(half)) == pytest.approx(saved, rel=0.01)  # header and alignment bytes aside
+
+    x = torch.rand(8, 3, 32, 32)
+    rounded = {k: v.half().float() if k in vectors and k != out_bias else v for k, v in full.items()}
+    outputs = []
+    for tensors in (full, half, rounded):  # the float32 network, the stored float16 one, a rounded reference
+        loaded = build_from_spec(model.spec)
+        to_deployed_form(loaded, plan)
+        load_deployed_tensors(loaded, plan, load_bytes(safetensors_bytes(tensors)), "test")
+        assert all(v.dtype == torch.float32 for v in loaded.state_dict().values() if v.is_floating_point())
+        with torch.no_grad():
+            outputs.append(loaded.eval()(x))
+    # loading float16 vectors is exactly rounding the float32 ones, nothing else
+    assert torch.equal(outputs[1], outputs[2])
+    # (what the rounding does to accuracy is measured on real data: test_quantize_cli checks that the deployed
+    # artifact, float16 vectors by default, scores what the float32 training network scores on digits)
