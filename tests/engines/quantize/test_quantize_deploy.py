@@ -46,26 +46,33 @@ def _deploy(model, plan):
     return loaded.eval()
 
 
-@pytest.mark.parametrize("transform", ["identity", "pca"])
-def test_deployed_mobilenet_reproduces_the_quantized_training_network(transform):
-    model = _mobilenet(0.25)
-    plan = _quantized(model, transform=transform)
-    assert all(layer["folded_bn"] for layer in plan["layers"])  # every binary conv of MobileNetV2 has its BN
+def _binarize_everything(model, plan, *, images: int = 64) -> list:
+    """Every quantizer of ``plan`` on, calibrated on random images, each learned threshold moved as RSign's
+    would be after training, and the BatchNorms given non-trivial running statistics; the quantized layers."""
     layers = quantized_layers(model, plan)
     for layer in layers:
         layer.act_on.fill_(True)
     for spec in plan["activations"]:
         model.get_submodule(spec["name"]).on.fill_(True)
-    images = (torch.rand(64, 3, 32, 32) * 255).to(torch.uint8)
-    calibrate_layers(model, layers, images, batch_size=32, device=torch.device("cpu"))
+    calibration = (torch.rand(images, 3, 32, 32) * 255).to(torch.uint8)
+    calibrate_layers(model, layers, calibration, batch_size=32, device=torch.device("cpu"))
     for layer in layers:
         layer.weight_on.fill_(True)
-        if layer.act_quantizer is not None:  # a learned threshold, as RSign would have after training
+        if layer.act_quantizer is not None:
             layer.act_quantizer.threshold.data.uniform_(-0.1, 0.1)
     model.train()
-    with torch.no_grad():  # give the BatchNorms non-trivial running statistics
+    with torch.no_grad():
         model(torch.rand(32, 3, 32, 32))
     model.eval()
+    return layers
+
+
+@pytest.mark.parametrize("transform", ["identity", "pca"])
+def test_deployed_mobilenet_reproduces_the_quantized_training_network(transform):
+    model = _mobilenet(0.25)
+    plan = _quantized(model, transform=transform)
+    assert all(layer["folded_bn"] for layer in plan["layers"])  # every binary conv of MobileNetV2 has its BN
+    layers = _binarize_everything(model, plan)
     x = torch.rand(8, 3, 32, 32)
     with torch.no_grad():
         expected = model(x)

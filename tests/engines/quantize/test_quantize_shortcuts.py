@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mltk.engines.quantize.calibrate import calibrate_layers
 from mltk.engines.quantize.layers import DeployedLayer, FloatShortcut
 from mltk.engines.quantize.network import (
     TrainingOptions,
@@ -18,7 +17,7 @@ from mltk.engines.quantize.network import (
 from mltk.engines.quantize.quantizers import binary_sign
 from mltk.nn import build_model
 
-from .test_quantize_deploy import _deploy, _mobilenet
+from .test_quantize_deploy import _binarize_everything, _deploy, _mobilenet
 
 
 def test_expanding_shortcut_repeats_each_input_channel():
@@ -153,20 +152,7 @@ def test_shortcut_waits_for_the_binary_inputs_then_changes_the_output():
 def test_deployed_mobilenet_with_shortcuts_reproduces_the_training_network():
     # the transform does not touch the shortcuts (test_quantize_deploy covers pca without them)
     model, plan = _binary_mobilenet("identity", True, width=0.25)
-    layers = quantized_layers(model, plan)
-    for layer in layers:
-        layer.act_on.fill_(True)
-    for spec in plan["activations"]:
-        model.get_submodule(spec["name"]).on.fill_(True)
-    images = (torch.rand(16, 3, 32, 32) * 255).to(torch.uint8)
-    calibrate_layers(model, layers, images, batch_size=16, device=torch.device("cpu"))
-    for layer in layers:
-        layer.weight_on.fill_(True)
-        layer.act_quantizer.threshold.data.uniform_(-0.1, 0.1)
-    model.train()
-    with torch.no_grad():
-        model(torch.rand(16, 3, 32, 32))
-    model.eval()
+    _binarize_everything(model, plan, images=16)
     x = torch.rand(8, 3, 32, 32)
     with torch.no_grad():
         expected = model(x)
