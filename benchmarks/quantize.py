@@ -24,7 +24,8 @@ markdown is rewritten from the whole JSON):
   64, BatchNorm), a net that W1/A1 QAT trains at this budget.
 * ``diagnose``: ``quantize_diagnose.py`` on the digits MobileNetV2 parent
   (which quantizers stop training); ``digits-long``: MobileNetV2 W1/A1 on
-  digits with a longer QAT budget.
+  digits with a longer QAT budget; ``digits-adapt``: the same after a float
+  adaptation phase with the float shortcuts on (``train.adapt_epochs``).
 
 Run one section at a time (each rewrites quantize.json; accuracy sections with
 one thread, the latency section under the shared benchmark lock):
@@ -33,6 +34,7 @@ one thread, the latency section under the shared benchmark lock):
     python benchmarks/quantize.py --section convnet --seeds 0 1 2
     python benchmarks/quantize.py --section diagnose --diagnose-steps 50
     python benchmarks/quantize.py --section digits-long --long-epochs 36 --long-variants xnor
+    python benchmarks/quantize.py --section digits-adapt --adapt-epochs 6 --seeds 0
     python benchmarks/quantize.py --section cifar10 --cifar-train 8000
     python benchmarks/quantize.py --section size
     flock /tmp/mltk-bench.lock python benchmarks/quantize.py --section latency
@@ -182,6 +184,37 @@ def section_digits_long(work: Path, epochs: int, methods: list[str], save) -> di
                 if label in methods]
     quantize_runs(work, section["float"]["artifact"], "digits", variants, [0], f"long{epochs}", section["runs"],
                   lambda: save(section))
+    return section
+
+
+def section_digits_adapt(work: Path, adapt_epochs: int, methods: list[str], seeds: list[int], save) -> dict:
+    """MobileNetV2 W1/A1 on digits after a float adaptation phase (``train.adapt_epochs``, the same for all).
+
+    Runs add to those already in quantize.json (other variants, seeds or adaptation lengths).
+    """
+    fp_args = ["--preset", "cifar10-mobilenetv2", "data=digits", "model.options.width_mult=0.5",
+               "train.epochs=40", "train.batch_size=64", "optim.lr=0.05", "train.augment=crop"]
+    section = {"float": train_float(work, "mbv2-digits", fp_args), "runs": []}
+    parent_runs = [p.parent for p in sorted((work / "runs" / "supervised").glob("*/config.yaml"))
+                   if re.search(r"^name: mbv2-digits$", p.read_text(), re.M)]
+    if parent_runs:  # the float parent's own training accuracy, for comparison with the float adaptation
+        section["float"]["train_accuracy_by_epoch"] = _train_accuracies(str(parent_runs[-1]))
+    on_disk = json.loads(JSON_PATH.read_text()).get("digits-adapt", {}) if JSON_PATH.exists() else {}
+    for row in on_disk.get("runs", []):
+        if "adapt_epochs" not in row:  # the first runs recorded it once for the section
+            row.update(adapt_epochs=on_disk["adapt_epochs"], method=row["variant"],
+                       variant=f"{row['variant']}, after {on_disk['adapt_epochs']} float epochs")
+        section["runs"].append(row)
+    done = {(row["method"], row["adapt_epochs"], row["seed"]) for row in section["runs"]}
+    for seed in seeds:
+        variants = [(f"{label}, after {adapt_epochs} float epochs", [*extra, f"train.adapt_epochs={adapt_epochs}"])
+                    for label, extra in BINARY_VARIANTS if label in methods and (label, adapt_epochs, seed) not in done]
+        start = len(section["runs"])
+        quantize_runs(work, section["float"]["artifact"], "digits", variants, [seed], f"adapt{adapt_epochs}",
+                      section["runs"], lambda: save(section))
+        for row in section["runs"][start:]:
+            row.update(adapt_epochs=adapt_epochs, method=row["variant"].rsplit(", after ", 1)[0])
+        save(section)
     return section
 
 
@@ -343,6 +376,62 @@ def _commands(section: dict) -> list[str]:
     return lines + ["```"]
 
 
+def _adapt_note(section: dict, results: dict) -> str:
+    """What the float adaptation runs are, their training accuracies, and the same variants without it."""
+    lines = ["The same parent and `--preset digits` (12 QAT epochs) as above, preceded by `train.adapt_epochs=N`: "
+             "N epochs of the training-form network with every float shortcut on and every quantizer off (float "
+             "weights and activations, the parent's ReLU6s), the same loss (half distilled from the parent), Adam "
+             "and cosine learning rate; then the method's own schedule. The same N for every method compared; "
+             "accuracy measured on the deployed artifact."]
+    parent = section["float"].get("train_accuracy_by_epoch")
+    if parent:
+        lines.append(f"Training accuracy (crop augmentation) of the float parent's last epoch: {100 * parent[-1]:.1f}%.")
+    for row in section["runs"]:
+        by_epoch, adapt = row.get("train_accuracy_by_epoch") or [], row.get("adapt_epochs") or 0
+        if len(by_epoch) > adapt > 0:
+            lines.append(f"{row['variant']} (seed {row['seed']}): training accuracy {100 * by_epoch[0]:.1f}% in the "
+                         f"first float epoch, {100 * by_epoch[adapt - 1]:.1f}% in the last, "
+                         f"{100 * by_epoch[adapt]:.1f}% in the first QAT epoch, {100 * by_epoch[-1]:.1f}% in the "
+                         "last.")
+    seeds = {r["seed"] for r in section["runs"]}
+    without: dict[str, list[float]] = {}
+    for row in results.get("digits", {}).get("runs", []):
+        if row["seed"] in seeds:
+            without.setdefault(row["variant"], []).append(row["metrics"]["test_accuracy"])
+    methods = dict.fromkeys(r.get("method", r["variant"]) for r in section["runs"])
+    pairs = [f"{label} {_mean_std(without[label])}%" for label in methods if label in without]
+    if pairs:
+        lines.append(f"Without the adaptation (the first table, seed{'s' * (len(seeds) != 1)} "
+                     f"{', '.join(map(str, sorted(seeds)))}): " + "; ".join(pairs) + ".")
+    long = results.get("digits-long", {})
+    long_rows = [r for r in long.get("runs", []) if r["seed"] in seeds]
+    if long_rows:  # the same total epochs, all of them QAT
+        lines.append(f"With {long.get('epochs')} QAT epochs and no adaptation (the longer-budget table): "
+                     + "; ".join(f"{r['variant']} {100 * r['metrics']['test_accuracy']:.1f}%" for r in long_rows)
+                     + ".")
+    adapted = [r["metrics"]["test_accuracy"] for r in section["runs"]]
+    baseline = [a for label in methods for a in without.get(label, [])]
+    floats = [r["train_accuracy_by_epoch"][r["adapt_epochs"] - 1] for r in section["runs"]
+              if len(r.get("train_accuracy_by_epoch") or []) > r.get("adapt_epochs", 0) > 0]
+    first_qat = [r["train_accuracy_by_epoch"][r["adapt_epochs"]] for r in section["runs"]
+                 if len(r.get("train_accuracy_by_epoch") or []) > r.get("adapt_epochs", 0) > 0]
+    if baseline and floats and max(adapted) < max(baseline) + 0.05:
+        lines.append(
+            f"A negative result: no adapted run scores more than 5 points above the best run without adaptation "
+            f"({100 * max(adapted):.1f}% against {100 * max(baseline):.1f}%). The float network does adapt to its "
+            f"shortcuts (up to {100 * max(floats):.0f}% training accuracy by the end of the adaptation, from about "
+            "a quarter in its first epoch: switching the shortcuts on does take the parent far from what it "
+            "learned), but as soon as the method binarizes, the training accuracy falls to "
+            f"{100 * min(first_qat):.0f} to {100 * max(first_qat):.0f}% in the first QAT epoch (for bitat, an "
+            "epoch that binarizes only its lowest stages) and stays there, "
+            f"after {' as after '.join(map(str, sorted({r['adapt_epochs'] for r in section['runs']})))} float "
+            "epochs alike. So the distance between the float parent and the network with "
+            "shortcuts is not what keeps W1/A1 MobileNetV2 at chance here; the binary inputs of its narrow "
+            "layers are (the diagnosis above: binary inputs alone, float weights, already stop training). The "
+            "digits preset keeps `train.adapt_epochs=0`.")
+    return " ".join(lines)
+
+
 def write_report(results: dict) -> None:
     out = ["# Quantization benchmark (`benchmarks/quantize.py`)", "",
            f"Machine: {results.get('machine', '-')}. Every command ran as a child process with one thread "
@@ -361,6 +450,12 @@ def write_report(results: dict) -> None:
     if results.get("digits-plain", {}).get("runs"):
         accs = _binary_means(results["digits-plain"])
         item1 += (" Without the shortcuts (earlier runs): "
+                  + "; ".join(f"{v} {100 * statistics.mean(a):.1f}%" for v, a in accs.items()) + ".")
+    if results.get("digits-adapt", {}).get("runs"):
+        accs = _binary_means(results["digits-adapt"])
+        seeds = max(len(v) for v in accs.values())
+        item1 += (" After a float adaptation phase with the shortcuts on (`train.adapt_epochs`, below), "
+                  f"{seeds} seed{'s' * (seeds != 1)}: "
                   + "; ".join(f"{v} {100 * statistics.mean(a):.1f}%" for v, a in accs.items()) + ".")
     for key, what in (("convnet-plain", "without float shortcuts"), ("convnet", "with float shortcuts")):
         if not results.get(key, {}).get("runs"):
@@ -393,7 +488,8 @@ def write_report(results: dict) -> None:
                 "5. Tests: tests/engines/quantize (pack/unpack exact, binarized layer = reference sign and scale, "
                 "orthonormal transform after training steps, bottom-up order, 8-bit post-training under 0.5 "
                 "points on digits, the four bad inputs, float shortcut maps and the deployed network with them "
-                "against the reference, float16 vectors load back as exactly the rounded ones).", ""]
+                "against the reference, float16 vectors load back as exactly the rounded ones, the float "
+                "adaptation phase: first, shortcuts on, no quantizer on, resumed bit-identical).", ""]
     out += summary
     if "digits" in results:
         section = results["digits"]
@@ -487,14 +583,18 @@ def write_report(results: dict) -> None:
                     "fine-tuning starts further from the float parent, whose features were learned without "
                     "shortcuts. Bi-Real Net and ReActNet train their float (or binary-activation) networks with the "
                     "shortcuts already in place; the equivalent here would be a float MobileNetV2 trained with "
-                    "them, which is an architecture option of mltk.nn, outside this engine."]
+                    "them, which is an architecture option of mltk.nn, outside this engine. Inside the engine, "
+                    "`train.adapt_epochs` now trains the float parent with its shortcuts on before QAT: see "
+                    "\"MobileNetV2 on digits after a float adaptation phase\" below."]
         out += ["", "```", diag["command"], "```", ""]
     for key, title in (("convnet", "W1/A1 on digits, ConvNet-3 (width 64, BatchNorm), float shortcuts on"),
                        ("convnet-plain", "W1/A1 on digits, ConvNet-3 (width 64, BatchNorm), without float shortcuts "
                                          "(earlier): the comparison where W1/A1 QAT trains at this budget"),
                        ("digits-long", "MobileNetV2 on digits with a longer QAT budget, float shortcuts on"),
                        ("digits-long-plain", "MobileNetV2 on digits with a longer QAT budget, without float "
-                                             "shortcuts (earlier)")):
+                                             "shortcuts (earlier)"),
+                       ("digits-adapt", "MobileNetV2 on digits after a float adaptation phase with the float "
+                                        "shortcuts on")):
         if key not in results:
             continue
         section = results[key]
@@ -504,6 +604,8 @@ def write_report(results: dict) -> None:
                     "(12 epochs), the same budget for every variant. "
                     + ("With float shortcuts (the default)." if key == "convnet" else
                        "Measured before float shortcuts existed (today `quant.float_shortcuts=false`)."))
+        elif key == "digits-adapt":
+            note = _adapt_note(section, results)
         else:
             train_accs = ", ".join(f"{row['variant']} {100 * row['train_accuracy_by_epoch'][-1]:.1f}%"
                                    for row in section["runs"] if row.get("train_accuracy_by_epoch"))
@@ -599,7 +701,8 @@ def write_report(results: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--section", choices=["digits", "convnet", "digits-long", "diagnose", "diagnose-shortcuts",
+    parser.add_argument("--section", choices=["digits", "convnet", "digits-long", "digits-adapt", "diagnose",
+                                              "diagnose-shortcuts",
                                               "cifar10", "size", "latency", "fp16"])
     parser.add_argument("--diagnose-steps", type=int, default=50)
     parser.add_argument("--no-uniform", action="store_true",
@@ -607,6 +710,10 @@ def main() -> None:
     parser.add_argument("--long-epochs", type=int, default=36)
     parser.add_argument("--long-variants", nargs="+", default=["xnor"],
                         help="labels of BINARY_VARIANTS for --section digits-long")
+    parser.add_argument("--adapt-epochs", type=int, default=6,
+                        help="--section digits-adapt: train.adapt_epochs (runs add to those already measured)")
+    parser.add_argument("--adapt-variants", nargs="+", default=["xnor", "bitat, pca transform"],
+                        help="labels of BINARY_VARIANTS for --section digits-adapt")
     parser.add_argument("--report", action="store_true", help="only rewrite the markdown from the JSON")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--work", type=Path, default=Path("/tmp/mltk-bench-quantize"))
@@ -640,6 +747,9 @@ def main() -> None:
             results["convnet"] = section_convnet(args.work, args.seeds, save)
         elif args.section == "digits-long":
             results["digits-long"] = section_digits_long(args.work, args.long_epochs, args.long_variants, save)
+        elif args.section == "digits-adapt":
+            results["digits-adapt"] = section_digits_adapt(args.work, args.adapt_epochs, args.adapt_variants,
+                                                           args.seeds, save)
         elif args.section == "diagnose":
             results["diagnose"] = section_diagnose(args.work, args.diagnose_steps)
         elif args.section == "diagnose-shortcuts":

@@ -77,6 +77,8 @@ class CalibrationSpec:
 @dataclasses.dataclass(frozen=True)
 class QuantTrainSpec:
     epochs: int = 10  # QAT epochs (the same for every method); 8-bit post-training ignores them
+    # float epochs before QAT: float shortcuts on, every quantizer off (W1/A1 with quant.float_shortcuts only)
+    adapt_epochs: int = 0
     batch_size: int = 64
     eval_batch_size: int = 512
     optimizer: Literal["adam", "sgd"] = "adam"
@@ -161,6 +163,11 @@ def config_problems(cfg: QuantizeConfig) -> list[str]:
     t = cfg.train
     if t.epochs < 0:
         problems.append(f"train.epochs: must be >= 0, got {t.epochs}")
+    if t.adapt_epochs < 0:
+        problems.append(f"train.adapt_epochs: must be >= 0, got {t.adapt_epochs}")
+    if t.adapt_epochs > 0 and not (q.bits == 1 and cfg.act_bits() == 1 and q.float_shortcuts):
+        problems.append("train.adapt_epochs: the float adaptation trains the float shortcuts of binary-input "
+                        "layers; it needs --bits 1 with binary activations and quant.float_shortcuts=true")
     if t.batch_size < 1:
         problems.append(f"train.batch_size: must be positive, got {t.batch_size}")
     if t.lr <= 0:

@@ -115,7 +115,10 @@ class QuantizedLayer(nn.Module):
     the BatchNorm that follows the layer moves in as ``norm`` (its place in
     the network becomes an Identity) and, once the inputs are quantized, the
     output is ``norm(op(q(x), w)) + shortcut(x)``; before that the layer is
-    the float one, ``norm(op(x, w))``.
+    the float one, ``norm(op(x, w))``. ``shortcut_on`` (the float adaptation
+    phase, ``train.adapt_epochs``) adds the shortcut before that:
+    ``norm(op(x, w)) + shortcut(x)`` with float inputs and weights. It is not
+    saved: the schedule sets it again on resume.
     """
 
     def __init__(self, layer: nn.Module, *, weight_quantizer: nn.Module, act_quantizer: nn.Module | None,
@@ -130,6 +133,7 @@ class QuantizedLayer(nn.Module):
         self.act_bits = act_bits
         self.register_buffer("weight_on", torch.tensor(False))
         self.register_buffer("act_on", torch.tensor(False))
+        self.register_buffer("shortcut_on", torch.tensor(False), persistent=False)
 
     def quantize_input(self, x: Tensor) -> Tensor:
         if self.act_quantizer is not None and bool(self.act_on):
@@ -145,7 +149,7 @@ class QuantizedLayer(nn.Module):
         y = layer_op(self.layer, self.quantize_input(x), self.effective_weight(), self.layer.bias)
         if self.norm is not None:
             y = self.norm(y)
-        if self.shortcut is not None and bool(self.act_on):
+        if self.shortcut is not None and (bool(self.act_on) or bool(self.shortcut_on)):
             y = y + self.shortcut(x, y.shape[-2:] if y.dim() == 4 else None)
         return y
 

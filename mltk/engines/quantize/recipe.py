@@ -12,7 +12,10 @@ the layers it adds are switched on bottom-up: their input quantizers first,
 then, after measuring their quantized inputs on a fixed calibration set
 (``calibrate``), their weight quantizers. The progress line names the phase
 (BiTAT: the stage, i.e. which layers are being binarized), the loss and the
-training accuracy.
+training accuracy. With ``train.adapt_epochs`` a float adaptation phase
+comes first (every method alike): the float shortcuts of the binary-input
+layers switch on, every quantizer stays off, and the float network trains
+with the same loss and optimizer before the method's own phases begin.
 
 At the end the network is converted to its deployed form (packed codes,
 BatchNorm folded), serialised, loaded back exactly as ``mltk eval`` would
@@ -58,7 +61,13 @@ from mltk.engines.quantize.network import (
     to_deployed_form,
     to_training_form,
 )
-from mltk.engines.quantize.schedule import build_phases, phase_at, phase_lr
+from mltk.engines.quantize.schedule import (
+    build_phases,
+    phase_at,
+    phase_lr,
+    split_steps,
+    with_adaptation,
+)
 from mltk.engines.quantize.source import is_foreign_file, load_source
 from mltk.nn import build_from_spec
 from mltk.nn.artifacts import WEIGHTS_FILE
@@ -109,13 +118,14 @@ class QuantizeRecipe:
         self.local_batch = per_rank_batch(cfg.train.batch_size, ctx.dist.world_size)
         self.steps_per_epoch = steps_per_epoch(len(train), cfg.train.batch_size)
         epochs = 0 if is_post_training(cfg) else cfg.train.epochs
-        self.total_steps = epochs * self.steps_per_epoch
-        if cfg.train.max_steps:
-            self.total_steps = min(self.total_steps, cfg.train.max_steps)
-        self.phases = build_phases(self.settings.schedule, num_layers=n_layers, total_steps=self.total_steps,
-                                   stages=cfg.bitat.stages, progressive_fraction=cfg.bitat.progressive_fraction,
-                                   step1_fraction=cfg.reactnet.step1_fraction,
-                                   binary_inputs=cfg.act_bits() == 1)
+        adapt_steps, method_steps = split_steps(cfg.train.adapt_epochs * self.steps_per_epoch,
+                                                epochs * self.steps_per_epoch, cfg.train.max_steps)
+        self.total_steps = adapt_steps + method_steps
+        self.phases = with_adaptation(
+            build_phases(self.settings.schedule, num_layers=n_layers, total_steps=method_steps,
+                         stages=cfg.bitat.stages, progressive_fraction=cfg.bitat.progressive_fraction,
+                         step1_fraction=cfg.reactnet.step1_fraction, binary_inputs=cfg.act_bits() == 1),
+            adapt_steps)
         order = torch.randperm(len(train), generator=generator(cfg.seed, 0xCA1B))
         self.calibration_images = train.images[order[:cfg.calibration.images]]
         self.augment = _augment_mode(cfg.train.augment, self.data_spec.name)
@@ -195,6 +205,8 @@ class QuantizeRecipe:
         """Switch on, bottom-up and phase by phase, every layer the schedule quantizes by ``step``."""
         current = phase_at(self.phases, step)
         for phase in self.phases[:current + 1]:
+            if phase.adapt:
+                self._switch_shortcuts_on(phase, bar)
             new_act = [i for i in phase.act_layers if not bool(self.layers[i].act_on)]
             new_weight = [i for i in phase.weight_layers if not bool(self.layers[i].weight_on)]
             if not new_act and not new_weight:
@@ -216,6 +228,16 @@ class QuantizeRecipe:
             bar.line(f"{phase.label}: quantizing the {what} of {len(names)} layer{'s' * (len(names) != 1)} "
                      f"({shown}) for {phase.steps} steps")
         return self.phases[current].label
+
+    def _switch_shortcuts_on(self, phase, bar) -> None:
+        """The float adaptation phase: every float shortcut on (and kept on), every quantizer still off."""
+        off = [layer for layer in self.layers if layer.shortcut is not None and not bool(layer.shortcut_on)]
+        if not off:
+            return
+        for layer in off:
+            layer.shortcut_on.fill_(True)
+        bar.line(f"{phase.label}: float shortcuts on {len(off)} layer{'s' * (len(off) != 1)}, float weights and "
+                 f"activations, for {phase.steps} steps")
 
     def _calibrate(self, indices: list[int]) -> None:
         if indices:

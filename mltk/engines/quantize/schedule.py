@@ -15,6 +15,12 @@ for each stage).
   equal share of ``progressive_fraction`` of the steps; a final phase trains
   the whole quantized network for the rest.
 
+Any of them may start with a float adaptation phase (``train.adapt_epochs``,
+``with_adaptation``): the float shortcuts of every binary-input layer on and
+every quantizer off, so the float network learns to compute with its
+shortcuts before the method's own phases (shifted after it) quantize it.
+The shortcuts then stay on.
+
 Everything is a pure function of the config and the step, so a resumed run
 knows its phase without saved state.
 """
@@ -25,6 +31,7 @@ import dataclasses
 import math
 
 SCHEDULES = ("all-at-once", "two-step", "progressive")
+ADAPT_LABEL = "adapting to float shortcuts"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +41,7 @@ class Phase:
     act_layers: tuple[int, ...]  # layers with quantized inputs during this phase
     weight_layers: tuple[int, ...]  # layers with quantized weights during this phase
     label: str
+    adapt: bool = False  # the float adaptation phase: shortcuts on, no quantizer
 
     @property
     def steps(self) -> int:
@@ -70,6 +78,23 @@ def build_phases(kind: str, *, num_layers: int, total_steps: int, stages: int = 
         phases.append(Phase(start, end, done, done, f"stage {index + 1}/{len(groups)}"))
     phases.append(Phase(progressive_steps, total_steps, everything, everything, "all layers quantized"))
     return phases
+
+
+def with_adaptation(phases: list[Phase], adapt_steps: int) -> list[Phase]:
+    """``phases`` shifted by ``adapt_steps``, after a float adaptation phase of that length (none for 0)."""
+    if adapt_steps <= 0:
+        return list(phases)
+    shifted = [dataclasses.replace(p, start=p.start + adapt_steps, end=p.end + adapt_steps) for p in phases]
+    return [Phase(0, adapt_steps, (), (), ADAPT_LABEL, adapt=True)] + shifted
+
+
+def split_steps(adapt_steps: int, method_steps: int, max_steps: int) -> tuple[int, int]:
+    """(adaptation steps, method steps) within ``max_steps`` (0 = no cap), both shrunk in proportion."""
+    total = adapt_steps + method_steps
+    if not max_steps or total <= max_steps:
+        return adapt_steps, method_steps
+    adapt = int(round(adapt_steps * max_steps / total))
+    return adapt, max_steps - adapt
 
 
 def phase_at(phases: list[Phase], step: int) -> int:

@@ -24,3 +24,18 @@ def test_preset_resolves_for_every_method(preset):
 def test_default_names_say_bits_and_method():
     assert resolve_config(overrides=["model.ref=mbv2-digits:3"]).artifact_name() == "mbv2-digits-w1a1-bitat"
     assert resolve_config(overrides=["model.ref=/tmp/m.pt", "quant.bits=4"]).artifact_name() == "m-w4a32-uniform"
+
+
+@pytest.mark.parametrize("overrides", [["quant.float_shortcuts=false"], ["quant.bits=4"], ["quant.act_bits=32"],
+                                       []])
+def test_float_adaptation_needs_shortcuts_to_adapt_to(overrides):
+    from mltk.core.errors import ConfigError
+
+    adapt = ["model.ref=parent", "train.adapt_epochs=2", *overrides]
+    if not overrides:  # W1/A1 with float shortcuts (the defaults): accepted
+        assert resolve_config(overrides=adapt).train.adapt_epochs == 2
+        return
+    with pytest.raises(ConfigError, match="train.adapt_epochs"):
+        resolve_config(overrides=adapt)
+    with pytest.raises(ConfigError, match="train.adapt_epochs"):
+        resolve_config(overrides=["model.ref=parent", "train.adapt_epochs=-1"])

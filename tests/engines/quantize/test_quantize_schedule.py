@@ -68,3 +68,72 @@ def test_resumed_run_ends_bit_identical(fp_digits, tmp_path):
     for key in first:
         assert torch.equal(first[key], second[key]), key
     assert resumed["metrics"]["test_accuracy"] == whole["metrics"]["test_accuracy"]
+
+
+def test_adaptation_phase_comes_first_and_shifts_the_method_schedule():
+    from mltk.engines.quantize.schedule import ADAPT_LABEL, split_steps, with_adaptation
+
+    progressive = build_phases("progressive", num_layers=2, total_steps=40, stages=2, progressive_fraction=0.5)
+    phases = with_adaptation(progressive, 10)
+    assert phases[0].adapt and phases[0].label == ADAPT_LABEL
+    assert (phases[0].start, phases[0].end) == (0, 10) and phases[0].act_layers == phases[0].weight_layers == ()
+    assert [(p.start, p.end) for p in phases[1:]] == [(10, 20), (20, 30), (30, 50)]
+    assert [p.weight_layers for p in phases[1:]] == [p.weight_layers for p in progressive]
+    assert not any(p.adapt for p in phases[1:])
+    assert with_adaptation(progressive, 0) == progressive
+    assert split_steps(10, 40, 0) == (10, 40) and split_steps(10, 40, 25) == (5, 20)
+    assert split_steps(0, 40, 25) == (0, 25)  # without adaptation max_steps caps as before
+
+
+def _layer_flags(ckpt_dir, names, flag):
+    tensors, _ = load_safetensors(ckpt_dir / "model.safetensors")
+    return [bool(tensors[f"{name}.{flag}"]) for name in names]
+
+
+def test_float_adaptation_trains_with_shortcuts_and_no_quantizer_then_resumes_bit_identical(fp_digits, tmp_path,
+                                                                                           monkeypatch):
+    from mltk.engines.quantize.layers import QuantizedLayer
+
+    # 22 steps per epoch: 22 adaptation steps, then xnor's 22 all-at-once steps
+    overrides = ["quant.method=xnor", "train.epochs=1", "train.adapt_epochs=1", "calibration.images=128",
+                 "train.ckpt_every=5", "train.keep_checkpoints=100"]
+    seen = []  # (shortcut added, input quantized, weight quantized) of every QuantizedLayer call in training
+    original = QuantizedLayer.forward
+
+    def spy(self, x):
+        if self.training:
+            seen.append((self.shortcut is not None and (bool(self.act_on) or bool(self.shortcut_on)),
+                         bool(self.act_on), bool(self.weight_on)))
+        return original(self, x)
+
+    monkeypatch.setattr(QuantizedLayer, "forward", spy)
+    registry = Registry(tmp_path / "home")
+    whole = quantize(str(fp_digits), overrides=overrides, runs_root=tmp_path / "runs", registry=registry,
+                     reporter=Reporter("quiet"))
+    layers = 2  # ConvNet-3: two binary-input layers, both with identity shortcuts
+    assert len(seen) == 44 * layers
+    assert set(seen[:22 * layers]) == {(True, False, False)}  # adaptation: float, with shortcuts
+    assert set(seen[22 * layers:]) == {(True, True, True)}  # then xnor, everything quantized
+    card = registry.resolve(whole["artifact"]).card()
+    schedule = card["quantization"]["schedule"]
+    assert [(p["label"], p["steps"]) for p in schedule] == [("adapting to float shortcuts", 22),
+                                                            ("all layers quantized", 22)]
+    names = [layer["name"] for layer in card["quantization"]["plan"]["layers"]]
+    run = RunDir(whole["run_dir"])
+    flags = {c.step: _layer_flags(c.path, names, "act_on") + _layer_flags(c.path, names, "weight_on")
+             for c in run.checkpoints()}
+    assert flags[20] == [False] * 4 and flags[25] == [True] * 4
+    stages = [json.loads(line)["stage"] for line in (run.path / "metrics.jsonl").read_text().splitlines()]
+    assert stages == ["adapting to float shortcuts", "all layers quantized"]
+
+    # resumed inside the adaptation phase: the shortcuts (not checkpointed) come back on, the run ends identical
+    seen.clear()
+    resumed = quantize(str(fp_digits), overrides=overrides, resume=f"{whole['run_dir']}/ckpt/step-10",
+                       runs_root=tmp_path / "runs", registry=registry, reporter=Reporter("quiet"))
+    assert set(seen[:12 * layers]) == {(True, False, False)}
+    first, _ = load_safetensors(registry.resolve(whole["artifact"]).file("model.safetensors"))
+    second, _ = load_safetensors(registry.resolve(resumed["artifact"]).file("model.safetensors"))
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+    assert resumed["metrics"]["test_accuracy"] == whole["metrics"]["test_accuracy"]
