@@ -62,12 +62,7 @@ def test_resumed_run_ends_bit_identical(fp_digits, tmp_path):
     resumed = quantize(str(fp_digits), overrides=overrides, resume=f"{whole['run_dir']}/ckpt/step-10",
                        runs_root=tmp_path / "runs", registry=registry, reporter=Reporter("quiet"))
     assert resumed["resumed_from"].endswith("step-10")
-    first, _ = load_safetensors(registry.resolve(whole["artifact"]).file("model.safetensors"))
-    second, _ = load_safetensors(registry.resolve(resumed["artifact"]).file("model.safetensors"))
-    assert first.keys() == second.keys()
-    for key in first:
-        assert torch.equal(first[key], second[key]), key
-    assert resumed["metrics"]["test_accuracy"] == whole["metrics"]["test_accuracy"]
+    _assert_same_artifact(registry, whole, resumed)
 
 
 def test_adaptation_phase_comes_first_and_shifts_the_method_schedule():
@@ -131,6 +126,11 @@ def test_float_adaptation_trains_with_shortcuts_and_no_quantizer_then_resumes_bi
     resumed = quantize(str(fp_digits), overrides=overrides, resume=f"{whole['run_dir']}/ckpt/step-10",
                        runs_root=tmp_path / "runs", registry=registry, reporter=Reporter("quiet"))
     assert set(seen[:12 * layers]) == {(True, False, False)}
+    _assert_same_artifact(registry, whole, resumed)
+
+
+def _assert_same_artifact(registry, whole: dict, resumed: dict) -> None:
+    """The resumed run ends bit-identical to the uninterrupted one: every stored tensor and the accuracy."""
     first, _ = load_safetensors(registry.resolve(whole["artifact"]).file("model.safetensors"))
     second, _ = load_safetensors(registry.resolve(resumed["artifact"]).file("model.safetensors"))
     assert first.keys() == second.keys()
