@@ -90,7 +90,8 @@ def plan_quantization(model: nn.Module, *, image_shape: tuple[int, int, int], bi
     inside_se = {name for se_name, module in model.named_modules() if isinstance(module, SqueezeExcitation)
                  for name, _ in module.named_modules(prefix=se_name)}
     modules = dict(model.named_modules())
-    residual_ends = _residual_block_ends(model, order)
+    shortcuts = float_shortcuts and act_bits == 1 and act_kind in ("sign", "rsign")  # binary-input layers only
+    residual_ends = _residual_block_ends(model, order) if shortcuts else set()
     layers, kept = [], []
     for index, name in enumerate(order):
         reason = None
@@ -108,13 +109,12 @@ def plan_quantization(model: nn.Module, *, image_shape: tuple[int, int, int], bi
             kept.append({"name": name, "reason": reason})
             continue
         layer = modules[name]
-        binary_inputs = act_bits == 1 and act_kind in ("sign", "rsign")
         layers.append({"name": name, "type": "linear" if isinstance(layer, nn.Linear) else "conv2d",
                        "weight_shape": list(layer.weight.shape), "bits": bits, "act_bits": act_bits,
                        "act": act_kind, "in_features": in_features(layer),
                        "folded_bn": _following_batchnorm(model, name, out_features(layer)),
                        "shortcut": _describe_shortcut(layer, *shapes[name])
-                       if float_shortcuts and binary_inputs and name not in residual_ends else None})
+                       if shortcuts and name not in residual_ends else None})
     if not layers:
         listed = ", ".join(f"{k['name']} ({k['reason']})" for k in kept)
         raise UsageError(f"{where} has no quantizable layers: every Conv2d/Linear stays full precision ({listed})",
