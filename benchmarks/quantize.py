@@ -53,6 +53,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -118,19 +119,26 @@ def train_float(work: Path, name: str, args: list[str]) -> dict:
 
 
 def quantize_runs(work: Path, parent: str, preset: str, variants, seeds, tag: str, rows: list[dict],
-                  save) -> list[dict]:
-    """Every variant for one seed, then the next seed; ``rows`` grows and ``save()`` runs after each run."""
-    for seed in seeds:
-        for label, extra in variants:
-            slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")[:60]
-            args = ["quantize", parent, "--preset", preset, *extra, f"seed={seed}", f"name={tag}-{slug}-s{seed}"]
-            result = mltk(work, *args)
-            metrics = result["metrics"]
-            print(f"{label} seed {seed}: test {metrics['test_accuracy']:.4f} gap {metrics['accuracy_gap']:.4f} "
-                  f"({result['seconds']:.0f} s)", flush=True)
-            rows.append({"variant": label, "seed": seed, "command": result["command"], "seconds": result["seconds"],
-                         "artifact": result["artifact"], "metrics": metrics,
-                         "train_accuracy_by_epoch": _train_accuracies(result.get("run_dir"))})
+                  save, jobs: int = 1) -> list[dict]:
+    """Every variant for one seed, then the next seed; ``rows`` grows and ``save()`` runs after each run.
+
+    ``jobs`` runs that many ``mltk quantize`` processes at once (one thread each); rows keep the serial order.
+    """
+    runs = [(seed, label, extra) for seed in seeds for label, extra in variants]
+
+    def run(seed: int, label: str, extra: list[str]) -> dict:
+        slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")[:60]
+        result = mltk(work, "quantize", parent, "--preset", preset, *extra, f"seed={seed}", f"name={tag}-{slug}-s{seed}")
+        metrics = result["metrics"]
+        print(f"{label} seed {seed}: test {metrics['test_accuracy']:.4f} gap {metrics['accuracy_gap']:.4f} "
+              f"({result['seconds']:.0f} s)", flush=True)
+        return {"variant": label, "seed": seed, "command": result["command"], "seconds": result["seconds"],
+                "artifact": result["artifact"], "metrics": metrics,
+                "train_accuracy_by_epoch": _train_accuracies(result.get("run_dir"))}
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for row in pool.map(lambda args: run(*args), runs):
+            rows.append(row)
             save()
     return rows
 
@@ -187,6 +195,18 @@ def section_digits_long(work: Path, epochs: int, methods: list[str], save) -> di
     return section
 
 
+def section_digits_width(work: Path, width: float, methods: list[str], seeds: list[int], save, jobs: int,
+                         fp_epochs: int, fp_lr: float) -> dict:
+    """MobileNetV2 W1/A1 on digits at another width (the default section is 0.5): do wider bottlenecks train?"""
+    fp_args = ["--preset", "cifar10-mobilenetv2", "data=digits", f"model.options.width_mult={width}",
+               f"train.epochs={fp_epochs}", "train.batch_size=64", f"optim.lr={fp_lr}", "train.augment=crop"]
+    section = {"float": train_float(work, f"mbv2-digits-w{width}", fp_args), "runs": [], "width_mult": width}
+    variants = [(label, extra) for label, extra in BINARY_VARIANTS if label in methods]
+    quantize_runs(work, section["float"]["artifact"], "digits", variants, seeds, f"width{width}", section["runs"],
+                  lambda: save(section), jobs)
+    return section
+
+
 def section_digits_adapt(work: Path, adapt_epochs: int, methods: list[str], seeds: list[int], save) -> dict:
     """MobileNetV2 W1/A1 on digits after a float adaptation phase (``train.adapt_epochs``, the same for all).
 
@@ -218,19 +238,27 @@ def section_digits_adapt(work: Path, adapt_epochs: int, methods: list[str], seed
     return section
 
 
-def section_diagnose(work: Path, steps: int, float_shortcuts: bool = False) -> dict:
-    """``quantize_diagnose.py`` on the digits MobileNetV2 parent: which quantizers stop training."""
+def section_diagnose(work: Path, steps: int, float_shortcuts: bool = False, conditions: str = "blocks",
+                     parent: str = "mbv2-digits:1") -> dict:
+    """``quantize_diagnose.py`` on a digits MobileNetV2 parent: which quantizers stop training."""
     script = Path(__file__).with_name("quantize_diagnose.py")
     env = dict(os.environ, MLTK_HOME=str(work / "home"), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    flag = ["--float-shortcuts"] if float_shortcuts else []
-    command = [sys.executable, str(script), "--parent", "mbv2-digits:1", "--steps", str(steps), *flag]
+    flag = (["--float-shortcuts"] if float_shortcuts else []) + ["--conditions", conditions]
+    command = [sys.executable, str(script), "--parent", parent, "--steps", str(steps), *flag]
     proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=work)
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-3000:])
     out = json.loads(proc.stdout)
-    out["command"] = ("MLTK_HOME=... python benchmarks/quantize_diagnose.py --parent mbv2-digits:1 "
-                      f"--steps {steps}" + " --float-shortcuts" * float_shortcuts)
+    out["command"] = f"MLTK_HOME=... python benchmarks/quantize_diagnose.py --parent {parent} --steps {steps}"
+    out["command"] += " --float-shortcuts" * float_shortcuts + f" --conditions {conditions}" * (conditions != "blocks")
     return out
+
+
+def section_diagnose_kinds(work: Path, steps: int) -> dict:
+    """The kinds diagnosis (float shortcuts on) on the width-0.5 parent and, once trained, the width-1.0 one."""
+    parents = ["mbv2-digits:1"] + ["mbv2-digits-w1.0"] * artifact_exists(work, "mbv2-digits-w1.0")
+    return {"runs": [section_diagnose(work, steps, float_shortcuts=True, conditions="kinds", parent=parent)
+                     for parent in parents]}
 
 
 def section_fp16(work: Path, results: dict) -> dict:
@@ -265,14 +293,15 @@ def cifar_npz(work: Path, train_images: int) -> Path:
     return path
 
 
-def section_cifar10(work: Path, seeds: list[int], train_images: int, width: float, fp_epochs: int, save) -> dict:
+def section_cifar10(work: Path, seeds: list[int], train_images: int, width: float, fp_epochs: int, save,
+                    jobs: int = 1) -> dict:
     data = cifar_npz(work, train_images)
     fp_args = ["--preset", "cifar10-mobilenetv2", f"data=npz:{data}", f"model.options.width_mult={width}",
                f"train.epochs={fp_epochs}", "train.batch_size=64", "optim.lr=0.05"]
     section = {"float": train_float(work, f"mbv2-cifar10-{train_images}", fp_args), "runs": [],
                "train_images": train_images, "test_images": 5000, "width_mult": width}
     quantize_runs(work, section["float"]["artifact"], "cifar10-cpu", BINARY_VARIANTS, seeds, "cifar10",
-                  section["runs"], lambda: save(section))
+                  section["runs"], lambda: save(section), jobs)
     return section
 
 
@@ -432,6 +461,30 @@ def _adapt_note(section: dict, results: dict) -> str:
     return " ".join(lines)
 
 
+def _kinds_report(section: dict) -> list[str]:
+    """The diagnosis by kind of layer (depthwise, expanding, projecting), one column pair per parent."""
+    runs = section["runs"]
+    out = ["## Diagnosis by kind of layer, float shortcuts on", "",
+           "`quantize_diagnose.py --float-shortcuts --conditions kinds`: the same fine-tuning as above (Adam, "
+           f"{runs[0]['rows'][0]['steps']} steps, one seed), quantizers switched on by kind of layer: the depthwise "
+           "3x3s (input: the expanded, ReLU6 features), the expanding 1x1s (input: the linear bottleneck, no ReLU) "
+           "and the projecting 1x1s (input: the depthwise output after ReLU6). Train accuracy of the last 25 "
+           "steps / test accuracy, in %, per float parent.", "",
+           "| quantized | " + " | ".join(f"{run['parent']} (float {100 * run['float_test_accuracy']:.1f})"
+                                        for run in runs) + " |",
+           "|---|" + "---|" * len(runs)]
+    for index, row in enumerate(runs[0]["rows"]):
+        cells = [f"{100 * run['rows'][index]['train_accuracy_last_25_steps']:.1f} / "
+                 f"{100 * run['rows'][index]['test_accuracy']:.1f}" for run in runs]
+        out.append(f"| {row['condition']} | " + " | ".join(cells) + " |")
+    out += ["", "No single kind of layer is the culprit at width 0.5: binary inputs of any one kind cost 50 points "
+            "or more, the expanding 1x1s' (the sign of the linear bottleneck, 8 to 160 channels wide) the most, and "
+            "binary inputs of any two kinds leave the network at chance, as do W1/A1 with either the depthwise or "
+            "the expanding layers' inputs kept float. So no option that keeps one kind of input in float "
+            "(cheap in size: the weights stay binary) would rescue W1/A1 MobileNetV2 here."]
+    return out + ["", "```", *(run["command"] for run in runs), "```", ""]
+
+
 def write_report(results: dict) -> None:
     out = ["# Quantization benchmark (`benchmarks/quantize.py`)", "",
            f"Machine: {results.get('machine', '-')}. Every command ran as a child process with one thread "
@@ -468,7 +521,23 @@ def write_report(results: dict) -> None:
         seeds = max(len(v) for v in gaps.values())
         item1 += (f" ConvNet-3 {what}, mean gap to float over {seeds} seed{'s' * (seeds != 1)}, smallest first: "
                   + "; ".join(f"{v} {100 * statistics.mean(gaps[v]):.1f}" for v in ranked) + " points.")
-    summary.append(item1 + (" CIFAR-10: below." if "cifar10" in results else " CIFAR-10: left out (below)."))
+    if results.get("digits-width", {}).get("runs"):
+        section = results["digits-width"]
+        accs = _binary_means(section)
+        item1 += (f" MobileNetV2 at width {section['width_mult']} on digits, 1 seed: "
+                  + "; ".join(f"{v} {100 * statistics.mean(a):.1f}%" for v, a in accs.items())
+                  + f" (float {100 * section['float']['metrics']['test_accuracy']:.1f}%).")
+    if results.get("cifar10", {}).get("runs"):
+        section = results["cifar10"]
+        accs = _binary_means(section)
+        seeds = max(len(v) for v in accs.values())
+        item1 += (f" CIFAR-10 (MobileNetV2 width {section['width_mult']}, {section['train_images']:,} training "
+                  f"images, {seeds} seed{'s' * (seeds != 1)}, below): "
+                  + "; ".join(f"{v} {100 * statistics.mean(a):.1f}%" for v, a in accs.items())
+                  + f" (float {100 * section['float']['metrics']['test_accuracy']:.1f}%).")
+    else:
+        item1 += " CIFAR-10: left out (below)."
+    summary.append(item1)
     rows = results.get("size", {}).get("rows", [])
     if rows:
         def ratio(width: float, variant: str) -> str:
@@ -587,6 +656,15 @@ def write_report(results: dict) -> None:
                     "`train.adapt_epochs` now trains the float parent with its shortcuts on before QAT: see "
                     "\"MobileNetV2 on digits after a float adaptation phase\" below."]
         out += ["", "```", diag["command"], "```", ""]
+    if "diagnose-kinds" in results:
+        out += _kinds_report(results["diagnose-kinds"])
+    if "digits-width" in results:
+        section = results["digits-width"]
+        out += [f"## W1/A1 on digits, MobileNetV2 at width {section['width_mult']}, float shortcuts on", "",
+                f"Is width what stops W1/A1 MobileNetV2 at 0.5? The same data and `--preset digits` as above, a float "
+                f"parent at width {section['width_mult']} (bottlenecks twice as wide: 16 to 320 channels)."
+                + _last_epoch_range(section), ""]
+        out += _run_table(section) + [""] + _commands(section) + [""]
     for key, title in (("convnet", "W1/A1 on digits, ConvNet-3 (width 64, BatchNorm), float shortcuts on"),
                        ("convnet-plain", "W1/A1 on digits, ConvNet-3 (width 64, BatchNorm), without float shortcuts "
                                          "(earlier): the comparison where W1/A1 QAT trains at this budget"),
@@ -619,10 +697,12 @@ def write_report(results: dict) -> None:
         section = results["cifar10"]
         out += [f"## W1/A1 on CIFAR-10 (MobileNetV2, width {section['width_mult']}, stride-1 stem)", "",
                 f"CIFAR-10 train JPEGs (../shared/data): 5,000 held out as the test split, a seeded subset of "
-                f"{section['train_images']} of the rest for training (both the float parent and QAT). "
-                "Every W1/A1 run uses `--preset cifar10-cpu`.", ""]
+                f"{section['train_images']:,} of the rest for training (both the float parent and QAT). "
+                "Every W1/A1 run uses `--preset cifar10-cpu` (5 epochs of QAT, the same for every method); "
+                "accuracy measured on the deployed network loaded back from the artifact, float shortcuts on."
+                + _last_epoch_range(section), ""]
         out += _run_table(section) + [""] + _commands(section) + [""]
-    if "cifar10" not in results:
+    else:
         out += ["## W1/A1 on CIFAR-10: left out", "",
                 "Not run. A float MobileNetV2 on a CIFAR-10 subset plus five W1/A1 variants at an equal budget "
                 "costs more than the one-thread accuracy budget of a session on this shared 2-core CPU (about 75 "
@@ -702,7 +782,7 @@ def write_report(results: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--section", choices=["digits", "convnet", "digits-long", "digits-adapt", "diagnose",
-                                              "diagnose-shortcuts",
+                                              "diagnose-shortcuts", "diagnose-kinds", "digits-width",
                                               "cifar10", "size", "latency", "fp16"])
     parser.add_argument("--diagnose-steps", type=int, default=50)
     parser.add_argument("--no-uniform", action="store_true",
@@ -714,10 +794,17 @@ def main() -> None:
                         help="--section digits-adapt: train.adapt_epochs (runs add to those already measured)")
     parser.add_argument("--adapt-variants", nargs="+", default=["xnor", "bitat, pca transform"],
                         help="labels of BINARY_VARIANTS for --section digits-adapt")
+    parser.add_argument("--digits-width", type=float, default=1.0,
+                        help="--section digits-width: the float parent's model.options.width_mult")
+    parser.add_argument("--width-variants", nargs="+", default=["xnor", "bitat, pca transform"],
+                        help="labels of BINARY_VARIANTS for --section digits-width")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="mltk quantize processes at once (one thread each) in the cifar10 and digits-width sections")
     parser.add_argument("--report", action="store_true", help="only rewrite the markdown from the JSON")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--work", type=Path, default=Path("/tmp/mltk-bench-quantize"))
     parser.add_argument("--fp-epochs", type=int, default=40)
+    parser.add_argument("--fp-lr", type=float, default=0.05, help="--section digits-width: the float parent's lr")
     parser.add_argument("--cifar-train", type=int, default=8000)
     parser.add_argument("--cifar-width", type=float, default=0.5)
     parser.add_argument("--repeats", type=int, default=20)
@@ -754,9 +841,14 @@ def main() -> None:
             results["diagnose"] = section_diagnose(args.work, args.diagnose_steps)
         elif args.section == "diagnose-shortcuts":
             results["diagnose-shortcuts"] = section_diagnose(args.work, args.diagnose_steps, float_shortcuts=True)
+        elif args.section == "diagnose-kinds":
+            results["diagnose-kinds"] = section_diagnose_kinds(args.work, args.diagnose_steps)
         elif args.section == "cifar10":
             results["cifar10"] = section_cifar10(args.work, args.seeds, args.cifar_train, args.cifar_width,
-                                                 args.fp_epochs, save)
+                                                 args.fp_epochs, save, args.jobs)
+        elif args.section == "digits-width":
+            results["digits-width"] = section_digits_width(args.work, args.digits_width, args.width_variants,
+                                                           args.seeds, save, args.jobs, args.fp_epochs, args.fp_lr)
         elif args.section == "size":
             results["size"] = section_size(args.work, args.vector_dtype)
         elif args.section == "fp16":

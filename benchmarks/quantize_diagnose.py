@@ -41,20 +41,44 @@ from mltk.engines.quantize.network import (
 from mltk.engines.quantize.source import load_source
 from mltk.nn.evaluation import evaluate_classifier
 
-# (label, which quantizers, regex over the planned layer names)
+# (label, regex of the layers with binary weights, regex of the layers with binary inputs); each regex is
+# searched in "NAME KIND", KIND one of depthwise (a kxk conv, one input channel per group), expand (a 1x1
+# conv to more channels), project (a 1x1 conv to fewer channels) or dense
+NONE = "$^"
 CONDITIONS = [
-    ("no quantization (control)", "", "$^"),
-    ("W1/A32: binary weights, float inputs, all 51 layers", "w", ".*"),
-    ("W32/A1: binary inputs of block 1 (2 layers)", "a", r"features\.1\."),
-    ("W32/A1: binary inputs of block 2 (3 layers, 8-channel bottleneck in)", "a", r"features\.2\."),
-    ("W32/A1: binary inputs of blocks 1-2 (5 layers)", "a", r"features\.(1|2)\."),
-    ("W32/A1: binary inputs of blocks 1-5 (14 layers)", "a", r"features\.[1-5]\."),
-    ("W32/A1: binary inputs of all 51 layers", "a", ".*"),
-    ("W1/A1: all 51 layers", "wa", ".*"),
+    ("no quantization (control)", NONE, NONE),
+    ("W1/A32: binary weights, float inputs, all 51 layers", ".*", NONE),
+    ("W32/A1: binary inputs of block 1 (2 layers)", NONE, r"features\.1\."),
+    ("W32/A1: binary inputs of block 2 (3 layers, 8-channel bottleneck in)", NONE, r"features\.2\."),
+    ("W32/A1: binary inputs of blocks 1-2 (5 layers)", NONE, r"features\.(1|2)\."),
+    ("W32/A1: binary inputs of blocks 1-5 (14 layers)", NONE, r"features\.[1-5]\."),
+    ("W32/A1: binary inputs of all 51 layers", NONE, ".*"),
+    ("W1/A1: all 51 layers", ".*", ".*"),
+]
+# --conditions kinds: which kind of layer's binary inputs stop training (MobileNetV2)
+KIND_CONDITIONS = [
+    ("W32/A1: binary inputs of the depthwise 3x3s only", NONE, " depthwise$"),
+    ("W32/A1: binary inputs of the expanding 1x1s only (the linear bottleneck in)", NONE, " expand$"),
+    ("W32/A1: binary inputs of the projecting 1x1s only", NONE, " project$"),
+    ("W32/A1: binary inputs of every 1x1 (depthwise inputs float)", NONE, " (expand|project)$"),
+    ("W32/A1: binary inputs of the depthwise 3x3s and projecting 1x1s (expanding 1x1 inputs float)", NONE,
+     " (depthwise|project)$"),
+    ("W1/A1 but the depthwise inputs float (depthwise W1/A32)", ".*", " (expand|project)$"),
+    ("W1/A1 but the expanding 1x1 inputs float (expanding W1/A32)", ".*", " (depthwise|project)$"),
+    ("W1/A1: all 51 layers", ".*", ".*"),
 ]
 
 
-def run(source, splits, label: str, which: str, pattern: str, steps: int, seed: int,
+def layer_kind(spec: dict) -> str:
+    shape = spec["weight_shape"]  # out, in per group, kh, kw
+    if len(shape) == 4 and shape[1] == 1 and shape[2] > 1:
+        return "depthwise"
+    if len(shape) == 4 and shape[2:] == [1, 1]:
+        return "expand" if shape[0] > shape[1] else "project"
+    return "dense"
+
+
+def run(source, splits, label: str, weight_pattern: str, act_pattern: str, steps: int, seed: int,
         float_shortcuts: bool = False) -> dict:
     torch.manual_seed(seed)
     model = copy.deepcopy(source.model)
@@ -64,16 +88,20 @@ def run(source, splits, label: str, which: str, pattern: str, steps: int, seed: 
     to_training_form(model, plan, TrainingOptions(transform="identity", ste="clipped"))
     layers, gates = quantized_layers(model, plan), gated_activations_of(model, plan)
     chosen = 0
+    bottom = None
     for spec, layer in zip(plan["layers"], layers, strict=True):
-        on = re.search(pattern, spec["name"]) is not None
-        chosen += on
-        layer.act_on.fill_(on and "a" in which)
-        layer.weight_on.fill_(on and "w" in which)
+        described = f"{spec['name']} {layer_kind(spec)}"
+        weight_on = re.search(weight_pattern, described) is not None
+        act_on = re.search(act_pattern, described) is not None
+        chosen += weight_on or act_on
+        layer.act_on.fill_(act_on)
+        layer.weight_on.fill_(weight_on)
         gate = gates.get(spec["name"])
         if gate is not None:
-            gate.on.fill_(on and "a" in which)
-    bottom = next((layer for layer, spec in zip(layers, plan["layers"], strict=True)
-                   if re.search(pattern, spec["name"])), layers[0])
+            gate.on.fill_(act_on)
+        if bottom is None and (weight_on or act_on):
+            bottom = layer
+    bottom = bottom or layers[0]
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     images = splits.train.images.float() / 255
     labels = splits.train.labels
@@ -108,6 +136,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--float-shortcuts", action="store_true",
                         help="real-valued shortcuts around the binary-input layers (the engine's default)")
+    parser.add_argument("--conditions", choices=["blocks", "kinds"], default="blocks",
+                        help="blocks: binary inputs block by block; kinds: depthwise, expanding, projecting layers")
     args = parser.parse_args()
     torch.set_num_threads(1)
     source = load_source(SourceSpec(ref=args.parent))
@@ -116,8 +146,8 @@ def main() -> None:
     float_test = evaluate_classifier(source.model, splits.test, batch_size=512,
                                      device=torch.device("cpu"))["accuracy"]
     rows = []
-    for label, which, pattern in CONDITIONS:
-        row = run(source, splits, label, which, pattern, args.steps, args.seed, args.float_shortcuts)
+    for label, weight_pattern, act_pattern in CONDITIONS if args.conditions == "blocks" else KIND_CONDITIONS:
+        row = run(source, splits, label, weight_pattern, act_pattern, args.steps, args.seed, args.float_shortcuts)
         rows.append(row)
         print(json.dumps(row), flush=True, file=sys.stderr)
     print(json.dumps({"parent": args.parent, "float_test_accuracy": float_test, "optimizer": "adam lr 1e-3, batch 64",
