@@ -477,11 +477,25 @@ def _kinds_report(section: dict) -> list[str]:
         cells = [f"{100 * run['rows'][index]['train_accuracy_last_25_steps']:.1f} / "
                  f"{100 * run['rows'][index]['test_accuracy']:.1f}" for run in runs]
         out.append(f"| {row['condition']} | " + " | ".join(cells) + " |")
-    out += ["", "No single kind of layer is the culprit at width 0.5: binary inputs of any one kind cost 50 points "
-            "or more, the expanding 1x1s' (the sign of the linear bottleneck, 8 to 160 channels wide) the most, and "
-            "binary inputs of any two kinds leave the network at chance, as do W1/A1 with either the depthwise or "
-            "the expanding layers' inputs kept float. So no option that keeps one kind of input in float "
-            "(cheap in size: the weights stay binary) would rescue W1/A1 MobileNetV2 here."]
+    def test(run: dict, prefix: str) -> float:
+        return 100 * next(r["test_accuracy"] for r in run["rows"] if r["condition"].startswith(prefix))
+
+    one = ("depthwise 3x3s only", "expanding 1x1s only", "projecting 1x1s only")
+    costs = "; ".join(f"{run['parent']}: " + ", ".join(
+        f"{kind.split()[0]} {100 * run['float_test_accuracy'] - test(run, 'W32/A1: binary inputs of the ' + kind):.0f}"
+        for kind in one) for run in runs)
+    two = max(test(run, prefix) for run in runs for prefix in ("W32/A1: binary inputs of every 1x1",
+                                                               "W32/A1: binary inputs of the depthwise 3x3s and"))
+    partial = max(100 * r["test_accuracy"] for run in runs for r in run["rows"] if r["condition"].startswith("W1/A1 but"))
+    every = max(test(run, "W1/A1: all") for run in runs)
+    out += ["", f"Points lost against the float parent with the inputs of one kind binary: {costs}. With the inputs "
+            f"of two kinds binary the test accuracy is at most {two:.0f}%, and W1/A1 with either the depthwise or "
+            f"the expanding layers' inputs kept float at most {partial:.0f}%. The expanding 1x1s, whose input is "
+            "the sign of the linear bottleneck, lose the most at both widths; the wider network loses less with "
+            f"the inputs of one or two kinds binary, but with all of them binary (W1/A1) both score at most "
+            f"{every:.0f}%. No single kind of layer is the culprit, so keeping "
+            "one kind's inputs float (cheap in size: the weights stay binary) would not rescue W1/A1 "
+            "MobileNetV2 here."]
     return out + ["", "```", *(run["command"] for run in runs), "```", ""]
 
 
