@@ -300,9 +300,19 @@ def section_cifar10(work: Path, seeds: list[int], train_images: int, width: floa
                f"train.epochs={fp_epochs}", "train.batch_size=64", "optim.lr=0.05"]
     section = {"float": train_float(work, f"mbv2-cifar10-{train_images}", fp_args), "runs": [],
                "train_images": train_images, "test_images": 5000, "width_mult": width}
+    def with_other_seeds() -> dict:
+        """The section plus the runs of other seeds of the same parent on disk (earlier or running processes)."""
+        on_disk = json.loads(JSON_PATH.read_text()).get("cifar10", {}) if JSON_PATH.exists() else {}
+        if on_disk.get("float", {}).get("artifact") == section["float"]["artifact"]:
+            mine = {(row["variant"], row["seed"]) for row in section["runs"]}
+            section["runs"] += [row for row in on_disk.get("runs", []) if row["seed"] not in seeds
+                                and (row["variant"], row["seed"]) not in mine]
+            section["runs"].sort(key=lambda row: row["seed"])
+        return section
+
     quantize_runs(work, section["float"]["artifact"], "cifar10-cpu", BINARY_VARIANTS, seeds, "cifar10",
-                  section["runs"], lambda: save(section), jobs)
-    return section
+                  section["runs"], lambda: save(with_other_seeds()), jobs)
+    return with_other_seeds()
 
 
 def section_size(work: Path, vector_dtypes: tuple[str, ...] = ("float32",)) -> dict:
