@@ -724,7 +724,11 @@ def write_report(results: dict) -> None:
                 f"{section['train_images']:,} of the rest for training (both the float parent and QAT). "
                 "Every W1/A1 run uses `--preset cifar10-cpu` (5 epochs of QAT, the same for every method); "
                 "accuracy measured on the deployed network loaded back from the artifact, float shortcuts on."
-                + _last_epoch_range(section), ""]
+                + _last_epoch_range(section) + " Training accuracy by epoch, seed 0: "
+                + "; ".join(f"{row['variant']} " + " -> ".join(f"{100 * a:.1f}" for a in row["train_accuracy_by_epoch"])
+                            for row in section["runs"] if row["seed"] == 0 and row.get("train_accuracy_by_epoch"))
+                + "% (bitat binarizes bottom-up over the first half of the steps, reactnet binarizes activations "
+                "first, weights second).", ""]
         out += _run_table(section) + [""] + _commands(section) + [""]
     else:
         out += ["## W1/A1 on CIFAR-10: left out", "",
