@@ -25,7 +25,10 @@ markdown is rewritten from the whole JSON):
 * ``diagnose``: ``quantize_diagnose.py`` on the digits MobileNetV2 parent
   (which quantizers stop training); ``digits-long``: MobileNetV2 W1/A1 on
   digits with a longer QAT budget; ``digits-adapt``: the same after a float
-  adaptation phase with the float shortcuts on (``train.adapt_epochs``).
+  adaptation phase with the float shortcuts on (``train.adapt_epochs``);
+  ``digits-width``: MobileNetV2 W1/A1 on digits at another width;
+  ``diagnose-kinds``: binary inputs by kind of layer (depthwise, expanding,
+  projecting) on the width-0.5 and width-1.0 parents.
 
 Run one section at a time (each rewrites quantize.json; accuracy sections with
 one thread, the latency section under the shared benchmark lock):
@@ -35,7 +38,9 @@ one thread, the latency section under the shared benchmark lock):
     python benchmarks/quantize.py --section diagnose --diagnose-steps 50
     python benchmarks/quantize.py --section digits-long --long-epochs 36 --long-variants xnor
     python benchmarks/quantize.py --section digits-adapt --adapt-epochs 6 --seeds 0
-    python benchmarks/quantize.py --section cifar10 --cifar-train 8000
+    python benchmarks/quantize.py --section cifar10 --cifar-train 8000 --fp-epochs 20 --seeds 0 1 2 --jobs 2
+    python benchmarks/quantize.py --section digits-width --digits-width 1.0 --fp-epochs 60 --fp-lr 0.02 --seeds 0
+    python benchmarks/quantize.py --section diagnose-kinds --diagnose-steps 50
     python benchmarks/quantize.py --section size
     flock /tmp/mltk-bench.lock python benchmarks/quantize.py --section latency
     python benchmarks/quantize.py --report          # rewrite the markdown from the JSON only
