@@ -160,15 +160,20 @@ def _train_accuracies(run_dir: str | None) -> list[float]:
 # ---------------------------------------------------------------- sections
 
 
+def digits_parent_args(width: float = 0.5, epochs: int = 40, lr: float = 0.05) -> list[str]:
+    """``mltk train supervised`` arguments of a float MobileNetV2 parent on digits (mbv2-digits: the defaults)."""
+    return ["--preset", "cifar10-mobilenetv2", "data=digits", f"model.options.width_mult={width}",
+            f"train.epochs={epochs}", "train.batch_size=64", f"optim.lr={lr}", "train.augment=crop"]
+
+
 def section_digits(work: Path, seeds: list[int], fp_epochs: int, save, with_uniform: bool = True) -> dict:
     """MobileNetV2 on digits: every W1/A1 variant (float shortcuts on, the default), then the rest.
 
     ``with_uniform=False`` leaves out the 2/4/8-bit runs: they have float inputs, hence no float shortcuts,
     and do not change with them (their earlier rows stay in ``digits-plain``).
     """
-    fp_args = ["--preset", "cifar10-mobilenetv2", "data=digits", "model.options.width_mult=0.5",
-               f"train.epochs={fp_epochs}", "train.batch_size=64", "optim.lr=0.05", "train.augment=crop"]
-    section = {"float": train_float(work, "mbv2-digits", fp_args), "runs": [], "float_shortcuts": True}
+    section = {"float": train_float(work, "mbv2-digits", digits_parent_args(epochs=fp_epochs)), "runs": [],
+               "float_shortcuts": True}
     parent, rows = section["float"]["artifact"], section["runs"]
     quantize_runs(work, parent, "digits", BINARY_VARIANTS, seeds[:1], "digits", rows, lambda: save(section))
     quantize_runs(work, parent, "digits", NO_TRAINING_VARIANTS + (UNIFORM_VARIANTS if with_uniform else []),
@@ -190,9 +195,7 @@ def section_convnet(work: Path, seeds: list[int], save) -> dict:
 
 def section_digits_long(work: Path, epochs: int, methods: list[str], save) -> dict:
     """MobileNetV2 on digits with a longer QAT budget (every variant the same ``epochs``): does W1/A1 leave chance?"""
-    fp_args = ["--preset", "cifar10-mobilenetv2", "data=digits", "model.options.width_mult=0.5",
-               "train.epochs=40", "train.batch_size=64", "optim.lr=0.05", "train.augment=crop"]
-    section = {"float": train_float(work, "mbv2-digits", fp_args), "runs": [], "epochs": epochs}
+    section = {"float": train_float(work, "mbv2-digits", digits_parent_args()), "runs": [], "epochs": epochs}
     variants = [(label, [*extra, f"train.epochs={epochs}"]) for label, extra in BINARY_VARIANTS
                 if label in methods]
     quantize_runs(work, section["float"]["artifact"], "digits", variants, [0], f"long{epochs}", section["runs"],
@@ -203,9 +206,8 @@ def section_digits_long(work: Path, epochs: int, methods: list[str], save) -> di
 def section_digits_width(work: Path, width: float, methods: list[str], seeds: list[int], save, jobs: int,
                          fp_epochs: int, fp_lr: float) -> dict:
     """MobileNetV2 W1/A1 on digits at another width (the default section is 0.5): do wider bottlenecks train?"""
-    fp_args = ["--preset", "cifar10-mobilenetv2", "data=digits", f"model.options.width_mult={width}",
-               f"train.epochs={fp_epochs}", "train.batch_size=64", f"optim.lr={fp_lr}", "train.augment=crop"]
-    section = {"float": train_float(work, f"mbv2-digits-w{width}", fp_args), "runs": [], "width_mult": width}
+    parent = train_float(work, f"mbv2-digits-w{width}", digits_parent_args(width, fp_epochs, fp_lr))
+    section = {"float": parent, "runs": [], "width_mult": width}
     variants = [(label, extra) for label, extra in BINARY_VARIANTS if label in methods]
     quantize_runs(work, section["float"]["artifact"], "digits", variants, seeds, f"width{width}", section["runs"],
                   lambda: save(section), jobs)
@@ -217,9 +219,7 @@ def section_digits_adapt(work: Path, adapt_epochs: int, methods: list[str], seed
 
     Runs add to those already in quantize.json (other variants, seeds or adaptation lengths).
     """
-    fp_args = ["--preset", "cifar10-mobilenetv2", "data=digits", "model.options.width_mult=0.5",
-               "train.epochs=40", "train.batch_size=64", "optim.lr=0.05", "train.augment=crop"]
-    section = {"float": train_float(work, "mbv2-digits", fp_args), "runs": []}
+    section = {"float": train_float(work, "mbv2-digits", digits_parent_args()), "runs": []}
     parent_runs = [p.parent for p in sorted((work / "runs" / "supervised").glob("*/config.yaml"))
                    if re.search(r"^name: mbv2-digits$", p.read_text(), re.M)]
     if parent_runs:  # the float parent's own training accuracy, for comparison with the float adaptation
@@ -691,7 +691,7 @@ def write_report(results: dict) -> None:
         section = results["digits-width"]
         out += [f"## W1/A1 on digits, MobileNetV2 at width {section['width_mult']}, float shortcuts on", "",
                 f"Is width what stops W1/A1 MobileNetV2 at 0.5? The same data and `--preset digits` as above, a float "
-                f"parent at width {section['width_mult']} (bottlenecks twice as wide: 16 to 320 channels)."
+                f"parent at width {section['width_mult']} (every layer {section['width_mult'] / 0.5:g}x as wide)."
                 + _last_epoch_range(section), ""]
         out += _run_table(section) + [""] + _commands(section) + [""]
     for key, title in (("convnet", "W1/A1 on digits, ConvNet-3 (width 64, BatchNorm), float shortcuts on"),
