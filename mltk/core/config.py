@@ -5,7 +5,8 @@ A recipe's config is a frozen dataclass whose fields are scalars, lists,
 (sections, addressed with dotted keys: ``optim.lr=0.1``). Every layer is a
 plain nested dict; they are merged in order, then checked against the
 dataclass in one pass that collects every problem (unknown key with the
-nearest valid one, wrong type) before raising a single ``ConfigError``.
+nearest valid one, wrong type, a value outside a section's range) before
+raising a single ``ConfigError``.
 
 A section that has a ``name`` field also takes a bare value: ``data=cifar10``
 means ``data.name=cifar10``, which is what people type.
@@ -141,10 +142,15 @@ def _build_section(cls: type, tree: Any, prefix: str, problems: list[str]) -> An
     if len(problems) > problems_before:
         return None
     try:
-        return cls(**kwargs)
+        instance = cls(**kwargs)
     except (TypeError, ValueError) as exc:
         problems.append(f"{prefix.rstrip('.') or cls.__name__}: {exc}")
         return None
+    # A section may also check its values' ranges (see mltk.core.sections).
+    check = getattr(instance, "value_problems", None)
+    if callable(check):
+        problems.extend(prefix + problem for problem in check())
+    return instance
 
 
 def _unknown_key(path: str, valid: list[str], prefix: str) -> str:

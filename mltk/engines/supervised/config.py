@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from mltk.core.sections import LoopSettings, OptimizerSettings, check_values
 from mltk.data.splits import DataSpec
 
 
@@ -17,7 +18,7 @@ class ModelSpec:
 
 
 @dataclasses.dataclass(frozen=True)
-class OptimSpec:
+class OptimSpec(OptimizerSettings):
     name: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.01  # for the global batch
     momentum: float = 0.9
@@ -27,19 +28,23 @@ class OptimSpec:
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
 
+    def value_problems(self) -> list[str]:
+        return super().value_problems() + check_values(
+            self, {"momentum": "fraction", "warmup_epochs": "non-negative", "label_smoothing": "fraction"})
+
 
 @dataclasses.dataclass(frozen=True)
-class TrainSpec:
+class TrainSpec(LoopSettings):
     epochs: int = 30
     batch_size: int = 64  # global: split evenly over the ranks
     eval_batch_size: int = 512
     augment: Literal["auto", "none", "crop", "crop-flip"] = "auto"  # auto: crop, plus flip where the dataset allows
-    amp: Literal["auto", "on", "off"] = "auto"  # mixed precision on CUDA
-    compile: bool = False  # torch.compile the model (CUDA runs of many epochs)
     max_steps: int = 0  # stop (and end the schedule) after this many steps; 0 = train.epochs decide
-    ckpt_every: int = 0  # steps between checkpoints; 0 = by time, see ckpt_minutes
-    ckpt_minutes: float = 5.0  # with ckpt_every 0: checkpoint when this much training is unsaved (and at the end)
-    keep_checkpoints: int = 2
+
+    def value_problems(self) -> list[str]:
+        return super().value_problems() + check_values(
+            self, {"epochs": "positive", "batch_size": "positive", "eval_batch_size": "positive",
+                   "max_steps": "non-negative"})
 
 
 @dataclasses.dataclass(frozen=True)

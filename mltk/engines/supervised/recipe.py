@@ -16,20 +16,16 @@ so a resumed run ends bit-identical (on CPU) to an uninterrupted one.
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 
 from mltk.core.catalog import register_recipe
 from mltk.core.config import config_hash, to_dict
-from mltk.core.device import amp_dtype, autocast
-from mltk.core.errors import ConfigError
+from mltk.core.loop import StepLoop, StepOutput, StepTask
 from mltk.core.registry import ArtifactRecord
 from mltk.core.run_recipe import RunContext
-from mltk.core.runs import checkpoint_due
-from mltk.core.seeding import generator, seed_everything, seed_step
+from mltk.core.seeding import generator, seed_everything
 from mltk.data.augment import crop_flip, crop_padding
 from mltk.data.batches import epoch_order, per_rank_batch, step_indices, steps_per_epoch
 from mltk.data.catalog import dataset_info
@@ -58,7 +54,7 @@ def learning_rate(step: int, *, total_steps: int, steps_per_epoch: int, base_lr:
 
 @register_recipe("supervised", config=SupervisedConfig, default_preset="digits",
                  description="train an image classifier (ConvNet, CIFAR ResNets, MobileNetV2) with cross-entropy")
-class SupervisedRecipe:
+class SupervisedRecipe(StepTask):
     def __init__(self, cfg: SupervisedConfig, ctx: RunContext):
         self.cfg = cfg
         self.ctx = ctx
@@ -91,74 +87,39 @@ class SupervisedRecipe:
                                  image_size=height, mean=mean, std=std, **cfg.model.options)
         self.model.to(ctx.device)
         self.optimizer = _make_optimizer(self.model, cfg)
-        self.amp = amp_dtype(ctx.device, cfg.train.amp)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
-        self.start_step = 0
-        self._reset_running()
-        if ctx.resume_from is not None:
-            self._restore(ctx.resume_from)
-        self.train_model = self.model
-        if ctx.dist.enabled:
-            self.train_model = DistributedDataParallel(
-                self.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-        if cfg.train.compile:
-            self.train_model = torch.compile(self.train_model)
+        self.loop = StepLoop(ctx, settings=cfg.train, seed=cfg.seed, total_steps=self.total_steps,
+                             description="train", grad_clip=cfg.optim.grad_clip)
+        self.amp = self.loop.amp
+        self.loop.restore(self)
         # Small datasets live on the device: one copy instead of one per step.
         self.train_images = train.images.to(ctx.device)
         self.train_labels = train.labels.to(ctx.device)
+        self._order, self._order_epoch = None, -1
 
-    def _restore(self, ckpt) -> None:
-        self.model.load_state_dict(ckpt.load_model_state())
-        state = ckpt.load_trainer_state()
-        self.optimizer.load_state_dict(state["optimizer"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.start_step = int(state["step"])
-        self._reset_running(**state["running"])
-        if state.get("total_steps") != self.total_steps:
-            self.ctx.reporter.warn(f"the checkpoint was written for {state.get('total_steps')} steps, "
-                                   f"this config runs {self.total_steps}")
-
-    # ------------------------------------------------------------ training
+    # ------------------------------------------------------------ training (the loop's StepTask)
 
     def train(self) -> None:
-        cfg, ctx = self.cfg, self.ctx
-        self.train_model.train()
-        order, order_epoch = None, -1
-        with ctx.reporter.progress(self.total_steps, start=self.start_step, description="train") as bar:
-            epoch_started = last_checkpoint = time.perf_counter()
-            for step in range(self.start_step, self.total_steps):
-                ctx.stop_if_asked(step, self.total_steps, self._checkpoint)
-                epoch, step_in_epoch = divmod(step, self.steps_per_epoch)
-                if epoch != order_epoch:
-                    order, order_epoch = epoch_order(len(self.train_labels), seed=cfg.seed, epoch=epoch), epoch
-                lr = learning_rate(step, total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
-                                   base_lr=cfg.optim.lr, schedule=cfg.optim.schedule,
-                                   warmup_epochs=cfg.optim.warmup_epochs)
-                loss, correct = self._step(step, order, step_in_epoch, lr)
-                self.running["loss_sum"] += loss.double() * self.local_batch
-                self.running["correct"] += correct
-                self.running["seen"] += self.local_batch
-                done = step + 1
-                if bar.wants_update():  # reading the loss syncs a GPU: only as often as the bar redraws
-                    bar.update(done, epoch=epoch + 1, lr=lr,
-                               loss=float(self.running["loss_sum"]) / self.running["seen"])
-                end_of_epoch = done % self.steps_per_epoch == 0 or done == self.total_steps
-                if end_of_epoch:
-                    self._end_epoch(epoch, done, lr, time.perf_counter() - epoch_started, bar)
-                    epoch_started = time.perf_counter()
-                if checkpoint_due(done, self.total_steps, every_steps=cfg.train.ckpt_every,
-                                  every_minutes=cfg.train.ckpt_minutes, last_saved=last_checkpoint):
-                    self._checkpoint(done)
-                    last_checkpoint = time.perf_counter()
-            bar.update(self.total_steps)
+        self.model.train()
+        self.loop.run(self)
 
-    def _step(self, step: int, order: torch.Tensor, step_in_epoch: int,
-              lr: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step; (mean loss, number correct) of this rank's batch, as 0-d tensors."""
+    def forward_module(self) -> torch.nn.Module:
+        return self.model
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"model": self.optimizer}
+
+    def learning_rate(self, step: int) -> float:
+        o = self.cfg.optim
+        return learning_rate(step, total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
+                             base_lr=o.lr, schedule=o.schedule, warmup_epochs=o.warmup_epochs)
+
+    def forward(self, step: int, module: torch.nn.Module) -> StepOutput:
         ctx, batch_size = self.ctx, self.cfg.train.batch_size
-        seed_step(self.cfg.seed, step, ctx.dist.rank, ctx.device)  # randomness inside the model (dropout)
-        idx = step_indices(order, step_in_epoch, batch_size=batch_size,
+        epoch, step_in_epoch = divmod(step, self.steps_per_epoch)
+        if epoch != self._order_epoch:
+            self._order = epoch_order(len(self.train_labels), seed=self.cfg.seed, epoch=epoch)
+            self._order_epoch = epoch
+        idx = step_indices(self._order, step_in_epoch, batch_size=batch_size,
                            rank=ctx.dist.rank, world_size=ctx.dist.world_size).to(ctx.device)
         images = self.train_images[idx].float().div_(255)
         labels = self.train_labels[idx]
@@ -166,52 +127,31 @@ class SupervisedRecipe:
             images = crop_flip(images, padding=crop_padding(images.shape[-1]), flip=self.augment == "crop-flip",
                                generator=generator(self.cfg.seed, step), global_batch=batch_size,
                                start=ctx.dist.rank * self.local_batch)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        with autocast(ctx.device, self.amp):
-            logits = self.train_model(images)
-            loss = F.cross_entropy(logits, labels, label_smoothing=self.cfg.optim.label_smoothing)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return loss.detach(), (logits.detach().argmax(1) == labels).sum()
+        logits = module(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.cfg.optim.label_smoothing)
+        accuracy = (logits.detach().argmax(1) == labels).double().mean()
+        return StepOutput(loss, {"accuracy": accuracy}, count=len(labels))
 
-    def _end_epoch(self, epoch: int, step: int, lr: float, seconds: float, bar) -> None:
-        totals = torch.stack([self.running["loss_sum"], self.running["correct"].double(),
-                              torch.tensor(float(self.running["seen"]), dtype=torch.float64,
-                                           device=self.ctx.device)])
-        if self.ctx.dist.enabled:
-            torch.distributed.all_reduce(totals)
-        loss_sum, correct, seen = totals.tolist()
-        record = {"step": step, "epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen,
-                  "train_accuracy": correct / seen,
-                  "samples_per_s": seen / max(seconds, 1e-9)}
+    def log_due(self, done: int) -> bool:
+        return done % self.steps_per_epoch == 0
+
+    def log_record(self, done: int, means: dict[str, float], lr: float | None) -> tuple[str, dict]:
+        epoch = (done - 1) // self.steps_per_epoch + 1
+        record = {"epoch": epoch, "lr": lr, "train_loss": means["loss"], "train_accuracy": means["accuracy"]}
         if self.splits.val is not None:
             val = self._evaluate(self.splits.val)
             record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
-            self.train_model.train()
-        self.ctx.run.append_metrics(record)
-        summary = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                            for k, v in record.items() if k not in ("step", "epoch"))
-        bar.line(f"epoch {epoch + 1}/{self.cfg.train.epochs}  {summary}")
-        self._reset_running()
+            self.model.train()
+        return f"epoch {epoch}/{self.cfg.train.epochs}", record
 
-    def _reset_running(self, loss_sum: float = 0.0, correct: int = 0, seen: int = 0) -> None:
-        """This epoch's running totals, kept on the device so that steps never wait for a sync."""
-        device = self.ctx.device
-        self.running = {"loss_sum": torch.tensor(loss_sum, dtype=torch.float64, device=device),
-                        "correct": torch.tensor(correct, dtype=torch.int64, device=device), "seen": seen}
+    def progress_fields(self, step: int) -> dict:
+        return {"epoch": step // self.steps_per_epoch + 1}
 
-    def _checkpoint(self, step: int) -> None:
-        if not self.ctx.dist.is_main:
-            return
-        state = {"step": step, "total_steps": self.total_steps, "optimizer": self.optimizer.state_dict(),
-                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-                 "running": {"loss_sum": float(self.running["loss_sum"]),
-                             "correct": int(self.running["correct"]), "seen": self.running["seen"]}}
-        self.ctx.run.save_checkpoint(step, self.model.state_dict(), state,
-                                     keep=self.cfg.train.keep_checkpoints)
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return self.model.state_dict()
+
+    def load_state(self, model_state: dict[str, torch.Tensor], trainer_state: dict) -> None:
+        self.model.load_state_dict(model_state)
 
     # ------------------------------------------------------------ results
 
@@ -252,8 +192,6 @@ def _channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
 
 def _make_optimizer(model: torch.nn.Module, cfg: SupervisedConfig) -> torch.optim.Optimizer:
     o = cfg.optim
-    if o.lr <= 0:
-        raise ConfigError([f"optim.lr: must be positive, got {o.lr}"])
     if o.name == "sgd":
         return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
                                weight_decay=o.weight_decay)
