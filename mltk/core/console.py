@@ -105,6 +105,12 @@ class StepProgress:
             print(message, file=sys.stderr, flush=True)
 
 
+def warn(message: str) -> None:
+    """A warning from code that has no Reporter (data readers): one stderr line, on the main rank only."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def format_fields(fields: dict) -> str:
     parts = []
     for key, value in fields.items():

@@ -18,6 +18,9 @@ from PIL import Image, UnidentifiedImageError
 from mltk.core.errors import ArtifactError
 
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+# Classification datasets hold small images; a side beyond this is a wrong file, and N of them would
+# not fit in memory. The size is read from the header, before anything is decoded.
+MAX_SIDE = 4096
 
 
 def decode_images(
@@ -40,23 +43,29 @@ def decode_images(
     for index, name in enumerate(names):
         try:
             with Image.open(io.BytesIO(read(name))) as image:
-                gray = image.mode in _GRAY_MODES
-                image = image.convert("L" if gray else "RGB")
+                if max(image.size) > MAX_SIDE:
+                    raise ArtifactError(
+                        f"{where(name)} is {image.size[0]}x{image.size[1]}, larger than {MAX_SIDE} pixels a side",
+                        "resize the images before loading (mltk does not resize)",
+                    )
                 if pixels is None:
                     first, size = name, image.size
-                    pixels = np.empty((len(names), size[1], size[0], 3), dtype=np.uint8)
                 elif image.size != size:
                     raise ArtifactError(
                         f"{where(name)} is {image.size[0]}x{image.size[1]} but {where(first)} "
                         f"is {size[0]}x{size[1]}; all images must have one size",
                         "resize the images to one size before loading (mltk does not resize)",
                     )
+                gray = image.mode in _GRAY_MODES
+                image = image.convert("L" if gray else "RGB")
+                if pixels is None:
+                    pixels = np.empty((len(names), size[1], size[0], 3), dtype=np.uint8)
                 if gray:
                     pixels[index, :, :, 0] = np.asarray(image)
                 else:
                     pixels[index] = np.asarray(image)
                 is_gray[index] = gray
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
             raise ArtifactError(
                 f"{where(name)}: cannot decode the image ({error})", "the file is corrupt"
             ) from error
