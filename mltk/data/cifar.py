@@ -97,6 +97,17 @@ def read_cifar_split(path: Path, layout: CifarLayout, name: str, split: str) -> 
     )
 
 
+# The largest official member is CIFAR-100's ``train`` (50,000 x 3,072 pixel bytes plus labels, 158 MB);
+# anything far beyond is not a CIFAR batch and is refused before it is read.
+MAX_MEMBER_BYTES = 256 << 20
+
+
+def _check_size(size: int, where: str) -> None:
+    if size > MAX_MEMBER_BYTES:
+        raise ArtifactError(f"{where}: {size} bytes, more than any CIFAR batch ({MAX_MEMBER_BYTES >> 20} MiB)",
+                            "get the official file again")
+
+
 def _read_folder(folder: Path, wanted: tuple[str, ...]) -> dict[str, bytes]:
     missing = [member for member in wanted if not (folder / member).is_file()]
     if missing:
@@ -104,6 +115,8 @@ def _read_folder(folder: Path, wanted: tuple[str, ...]) -> dict[str, bytes]:
             f"{folder}: missing {', '.join(missing)}",
             f"put the complete extracted folder there, or the original tarball in {folder.parent}/",
         )
+    for member in wanted:
+        _check_size((folder / member).stat().st_size, str(folder / member))
     return {member: (folder / member).read_bytes() for member in wanted}
 
 
@@ -114,6 +127,7 @@ def _read_tarball(path: Path, layout: CifarLayout, wanted: tuple[str, ...]) -> d
             for info in tar:
                 folder, _, member = info.name.rpartition("/")
                 if info.isfile() and member in wanted and folder.endswith(layout.folder):
+                    _check_size(info.size, f"{path}:{info.name}")
                     handle = tar.extractfile(info)
                     if handle is not None:
                         members[member] = handle.read()

@@ -7,7 +7,9 @@ tampered file raises ``ArtifactError`` before anything executes.
 
 The CIFAR batches were written by Python 2 (protocol 2, byte strings), so they
 need ``encoding="latin1"`` to give ``str`` keys and let numpy read the raw
-array bytes; the same pickles written by Python 3 load unchanged.
+array bytes; the same pickles written by Python 3 load unchanged (at protocol
+2 they carry the array bytes as latin-1 text for ``_codecs.encode``, which is
+allowed with that codec alone).
 """
 
 from __future__ import annotations
@@ -30,6 +32,16 @@ def _numpy_core(submodule: str) -> Any:
         return importlib.import_module(f"numpy.core.{submodule}")
 
 
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """What Python 3's protocol-2 pickles call (as ``_codecs.encode``) to rebuild a numpy array's bytes.
+
+    Only the latin-1 codec is allowed: it maps characters to bytes one to one and runs nothing.
+    """
+    if encoding.lower().replace("_", "-") not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r}: only latin1 text is allowed")
+    return text.encode("latin1")
+
+
 def _allowed_globals() -> dict[tuple[str, str], Any]:
     reconstruct = _numpy_core("multiarray")._reconstruct  # protocols 0-4
     frombuffer = _numpy_core("numeric")._frombuffer  # protocol 5, Python >= 3.8
@@ -40,6 +52,7 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
         ("numpy._core.numeric", "_frombuffer"): frombuffer,
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_bytes,
     }
 
 

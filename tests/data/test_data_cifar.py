@@ -160,3 +160,33 @@ def test_load_restricted_wraps_corrupt_pickles():
     data = pickle.dumps({"data": np.zeros((2, 3), np.uint8)}, protocol=4)
     with pytest.raises(ArtifactError, match="broken.pkl: not a readable pickle"):
         load_restricted(data[:-10], "broken.pkl")
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_numpy_pickles_of_every_protocol_load(protocol):
+    batch = {"data": np.arange(24, dtype=np.uint8).reshape(2, 12), "labels": [3, 1]}
+    loaded = load_restricted(pickle.dumps(batch, protocol=protocol), "batch")
+    assert np.array_equal(loaded["data"], batch["data"]) and loaded["labels"] == [3, 1]
+
+
+def test_codecs_encode_is_allowed_only_with_latin1():
+    # protocol 2: GLOBAL _codecs encode, then the arguments ("x", "rot13")
+    payload = b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00xX\x05\x00\x00\x00rot13\x86R."
+    with pytest.raises(ArtifactError, match="not a readable pickle"):
+        load_restricted(payload, "batch")
+
+
+def test_a_tarball_member_larger_than_any_cifar_batch_is_refused_unread(tmp_path, monkeypatch):
+    import io
+    import tarfile
+
+    from mltk.data import cifar
+
+    monkeypatch.setattr(cifar, "MAX_MEMBER_BYTES", 1000)
+    path = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+        info.size = 5000
+        tar.addfile(info, io.BytesIO(bytes(5000)))
+    with pytest.raises(ArtifactError, match=r"data_batch_1: 5000 bytes, more than any CIFAR batch"):
+        load_dataset("cifar10", data_dir=str(tmp_path))
