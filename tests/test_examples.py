@@ -20,7 +20,8 @@ def test_python_example_trains_reloads_and_rescores(mltk_env, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bar,code", [("0.5", 0), ("1.01", 4)])
+# Two epochs reach about 0.5: a bar of 0.2 passes and 1.01 fails whatever the thread count or BLAS order.
+@pytest.mark.parametrize("bar,code", [("0.2", 0), ("1.01", 4)])
 def test_ci_pipeline_gates_on_the_threshold(mltk_env, bar, code):
     env = dict(os.environ, EPOCHS="2", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     proc = subprocess.run(["bash", str(EXAMPLES / "ci_pipeline.sh"), bar], cwd=mltk_env, env=env,
