@@ -10,13 +10,16 @@ A run lives in ``<runs root>/<recipe>/<YYYYmmdd-HHMMSS>-<name>/``::
 
 A checkpoint folder appears only complete: it is written under a temporary
 name, fsynced and renamed, so a run killed at any instant resumes from its
-newest ``step-N``. Only the main process writes; the other ranks get a
+newest ``step-N``. Its ``checksums.json`` holds the sha256 of every file in
+it; a resume verifies them and falls back to the newest checkpoint that
+verifies (a flipped bit on disk must not silently change a run's result). Only the main process writes; the other ranks get a
 ``RunDir`` whose writes do nothing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -28,7 +31,8 @@ from typing import Any
 
 import torch
 
-from mltk.core.errors import UsageError
+from mltk.core.console import warn
+from mltk.core.errors import ArtifactError, UsageError
 from mltk.core.tensor_files import (
     fsync_dir,
     load_safetensors,
@@ -40,6 +44,7 @@ from mltk.core.tensor_files import (
 
 RUN_FILE = "run.json"
 CLOCK_FILE = "clock.json"  # in each checkpoint: the run's wall time so far, so resumes add up
+CHECKSUM_FILE = "checksums.json"  # in each checkpoint: sha256 of every other file
 _STEP_RE = re.compile(r"^step-(\d+)$")
 
 
@@ -69,7 +74,29 @@ class Checkpoint:
     def seconds_spent(self) -> float:
         """Wall time the run had spent when this checkpoint was written, over all its resumes (0 if unknown)."""
         clock = self.path / CLOCK_FILE
-        return float(json.loads(clock.read_text())["seconds"]) if clock.is_file() else 0.0
+        try:
+            return float(json.loads(clock.read_text())["seconds"]) if clock.is_file() else 0.0
+        except (ValueError, KeyError, TypeError):
+            return 0.0
+
+    def problems(self) -> list[str]:
+        """What does not match the checksums written with the checkpoint (empty when it verifies)."""
+        try:
+            expected = json.loads((self.path / CHECKSUM_FILE).read_text())
+        except FileNotFoundError:
+            return []  # written before checkpoints carried checksums
+        except ValueError:
+            return [f"{CHECKSUM_FILE} is not valid JSON"]
+        if not isinstance(expected, dict):
+            return [f"{CHECKSUM_FILE} is not a mapping"]
+        found = []
+        for name, digest in expected.items():
+            path = self.path / str(name)
+            if not path.is_file():
+                found.append(f"{name} is missing")
+            elif _sha256(path) != digest:
+                found.append(f"{name} does not match its checksum")
+        return found
 
     def __repr__(self) -> str:
         return f"Checkpoint({self.path})"
@@ -177,6 +204,8 @@ class RunDir:
         save_safetensors(staging / "model.safetensors", model_state)
         save_state_tree(staging / "trainer_state.safetensors", trainer_state)
         write_file(staging / CLOCK_FILE, json.dumps({"seconds": round(self.seconds_so_far(), 3)}).encode())
+        checksums = {p.name: _sha256(p) for p in sorted(staging.iterdir())}
+        write_file(staging / CHECKSUM_FILE, json.dumps(checksums, indent=1).encode())
         fsync_dir(staging)
         if final.exists():
             shutil.rmtree(final)
@@ -225,13 +254,13 @@ def find_resume_checkpoint(mode: str, *, root: Path, recipe: str, config_hash: s
         for run in runs:
             info = run.info()
             if info.get("config_hash") == config_hash and info.get("status") != "finished":
-                ckpt = run.latest_checkpoint()
+                ckpt = _resumable(run, mode)
                 if ckpt is not None:
                     return ckpt
         return None
     if mode == "last":
         for run in runs:
-            ckpt = run.latest_checkpoint()
+            ckpt = _resumable(run, mode)
             if ckpt is not None:
                 return ckpt
         seen = ", ".join(r.path.name for r in runs[:5]) or "none"
@@ -242,12 +271,44 @@ def find_resume_checkpoint(mode: str, *, root: Path, recipe: str, config_hash: s
         raise UsageError(f"--resume {mode}: no such run or checkpoint folder",
                          hint="give auto, last, a run folder or a ckpt/step-N folder")
     if _STEP_RE.match(path.name):
-        return Checkpoint(path)
-    ckpt = RunDir(path).latest_checkpoint()
+        ckpt = Checkpoint(path)
+        problems = ckpt.problems()
+        if problems:
+            raise ArtifactError(f"--resume {mode}: the checkpoint is damaged ({'; '.join(problems)})",
+                                hint="resume from its run folder to take the newest checkpoint that verifies")
+        return ckpt
+    ckpt = _resumable(RunDir(path), mode)
     if ckpt is None:
         raise UsageError(f"--resume {mode}: the run has no complete checkpoint in {path / 'ckpt'}",
                          hint="start a fresh run without --resume")
     return ckpt
+
+
+def newest_good_checkpoint(run: RunDir) -> Checkpoint | None:
+    """The newest checkpoint of ``run`` that verifies; each damaged one passed over is named in a warning."""
+    for ckpt in reversed(run.checkpoints()):
+        problems = ckpt.problems()
+        if not problems:
+            return ckpt
+        warn(f"{ckpt.path}: damaged ({'; '.join(problems)}); trying the checkpoint before it")
+    return None
+
+
+def _resumable(run: RunDir, mode: str) -> Checkpoint | None:
+    """The newest good checkpoint of ``run``; None when it has none; an error when every one is damaged."""
+    ckpt = newest_good_checkpoint(run)
+    if ckpt is None and run.checkpoints():
+        raise ArtifactError(f"--resume {mode}: no checkpoint in {run.ckpt_dir} verifies against its checksums",
+                            hint="start a fresh run without --resume")
+    return ckpt
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _runs_newest_first(recipe_root: Path) -> list[RunDir]:
