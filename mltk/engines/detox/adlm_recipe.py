@@ -49,7 +49,7 @@ from mltk.engines.detox.adlm import NONTOXIC, TOXIC, AdlmHead, final_norm_and_he
 from mltk.engines.detox.config import AdlmConfig, AdlmSpec
 from mltk.engines.detox.finetune import load_labelled_lm_data
 from mltk.engines.detox.training import (
-    StepLoop,
+    ObjectiveTask,
     TokenData,
     balance_labels,
     mean_loss,
@@ -195,7 +195,7 @@ class AdlmRecipe:
         self.objective = AdlmObjective(lm, self.head, spec=cfg.adlm, fisher=fisher).to(ctx.device)
         ctx.reporter.info(f"adlm: {self.head.added_parameters()} added parameters over a frozen LM of "
                           f"{sum(p.numel() for p in lm.parameters())}; {len(balanced)} balanced training sentences")
-        self.loop = StepLoop(ctx, objective=self.objective, data=balanced, loop=cfg.train, optim=cfg.optim,
+        self.loop = ObjectiveTask(ctx, objective=self.objective, data=balanced, loop=cfg.train, optim=cfg.optim,
                              seed=cfg.seed)
 
     def train(self) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from mltk.core.sections import LoopSettings, OptimizerSettings, check_values
+
 
 @dataclasses.dataclass(frozen=True)
 class TextData:
@@ -30,25 +32,29 @@ class TextData:
 
 
 @dataclasses.dataclass(frozen=True)
-class OptimSpec:
+class OptimSpec(OptimizerSettings):
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 50
     schedule: Literal["cosine", "constant"] = "cosine"
     grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
 
+    def value_problems(self) -> list[str]:
+        return super().value_problems() + check_values(self, {"warmup_steps": "non-negative"})
+
 
 @dataclasses.dataclass(frozen=True)
-class LoopSpec:
+class LoopSpec(LoopSettings):
     steps: int = 1000
     batch_size: int = 16  # sequences per global batch, split evenly over the ranks
     seq_len: int = 64  # tokens per training sequence (sentences are cut to it)
     eval_batch_size: int = 32
-    amp: Literal["auto", "on", "off"] = "auto"  # mixed precision on CUDA (bf16 where supported)
     log_every: int = 50  # steps between progress lines and metrics.jsonl records
-    ckpt_every: int = 0  # steps between checkpoints; 0 = by time (ckpt_minutes) and at the end
-    ckpt_minutes: float = 5.0
-    keep_checkpoints: int = 2
+
+    def value_problems(self) -> list[str]:
+        return super().value_problems() + check_values(
+            self, {"steps": "positive", "batch_size": "positive", "seq_len": "positive",
+                   "eval_batch_size": "positive", "log_every": "positive"})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,7 +32,7 @@ from mltk.core.tensor_files import safetensors_bytes
 from mltk.engines.detox.config import DaptConfig, DExpertsConfig
 from mltk.engines.detox.lm_recipe import LanguageModelObjective
 from mltk.engines.detox.training import (
-    StepLoop,
+    ObjectiveTask,
     TokenData,
     balance_labels,
     encode_sentences,
@@ -96,7 +96,7 @@ class DaptRecipe:
         if len(nontoxic) == 0:
             raise ConfigError(["data: no non-toxic sentences to adapt to"], source="dapt")
         self.objective = LanguageModelObjective(self.loaded.model)
-        self.loop = StepLoop(ctx, objective=self.objective, data=nontoxic, loop=cfg.train, optim=cfg.optim,
+        self.loop = ObjectiveTask(ctx, objective=self.objective, data=nontoxic, loop=cfg.train, optim=cfg.optim,
                              seed=cfg.seed)
 
     def train(self) -> None:
@@ -161,7 +161,7 @@ class DExpertsRecipe:
         cfg, ctx = self.cfg, self.ctx
         self.loaded, train, self.val = load_labelled_lm_data(cfg, ctx, "dexperts")
         self.objective = ExpertPairObjective(self.loaded.model).to(ctx.device)
-        self.loop = StepLoop(ctx, objective=self.objective, data=balance_labels(train, seed=cfg.seed),
+        self.loop = ObjectiveTask(ctx, objective=self.objective, data=balance_labels(train, seed=cfg.seed),
                              loop=cfg.train, optim=cfg.optim, seed=cfg.seed)
 
     def train(self) -> None:

@@ -24,7 +24,7 @@ from mltk.core.seeding import seed_everything
 from mltk.data.text import locate
 from mltk.engines.detox.config import LMConfig
 from mltk.engines.detox.training import (
-    StepLoop,
+    ObjectiveTask,
     mean_loss,
     next_token_loss,
     pack_corpus,
@@ -93,7 +93,7 @@ class LanguageModelRecipe:
         self.objective = LanguageModelObjective(model)
         ctx.reporter.info(f"model: GPT-2 architecture, {cfg.model.n_layer} layers, width {cfg.model.n_embd}, "
                           f"{sum(p.numel() for p in model.parameters())} parameters")
-        self.loop = StepLoop(ctx, objective=self.objective, data=self.train_data, loop=cfg.train, optim=cfg.optim,
+        self.loop = ObjectiveTask(ctx, objective=self.objective, data=self.train_data, loop=cfg.train, optim=cfg.optim,
                              seed=cfg.seed)
 
     def train(self) -> None:

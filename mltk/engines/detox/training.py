@@ -1,33 +1,29 @@
-"""What every detox recipe shares: text turned into token tensors, and one resumable step loop.
+"""What every detox recipe shares: text turned into token tensors, and the task the shared step loop runs.
 
 Each recipe supplies an *objective*: an ``nn.Module`` whose
 ``forward(ids, mask, labels) -> (loss, stats)`` computes the loss of a batch
 and whose ``trainable_state()`` / ``load_trainable_state()`` name the weights
 that change (the LM for ``lm``/``dapt``, the two experts for ``dexperts``,
-the ADLM head for ``adlm``). The loop here runs the steps: a seeded data order
-per epoch, rank-sliced batches under DDP, warm-up + cosine learning rate as a
-pure function of the step, a checkpoint every ``ckpt_every`` steps (or
-``ckpt_minutes``) and at the end, and a clean stop with a checkpoint when
-``ctx.should_stop()`` says so. Every random draw of step N depends only on
-(seed, step, rank), so a resumed run ends bit-identical (CPU) to an
-uninterrupted one.
+the ADLM head for ``adlm``). :class:`ObjectiveTask` gives it to the core
+loop (``mltk.core.loop``): a seeded data order per epoch, rank-sliced batches
+under DDP, warm-up + cosine learning rate as a pure function of the step.
+Every random draw of step N depends only on (seed, step, rank), so a resumed
+run ends bit-identical (CPU) to an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
-from mltk.core.device import amp_dtype, autocast
 from mltk.core.errors import ConfigError
+from mltk.core.loop import StepLoop, StepOutput, StepTask
+from mltk.core.optimization import adamw_without_decay_on_vectors
 from mltk.core.run_recipe import RunContext
-from mltk.core.runs import checkpoint_due
-from mltk.core.seeding import generator, seed_step
-from mltk.data.batches import epoch_order, per_rank_batch, step_indices
+from mltk.core.seeding import generator
+from mltk.data.batches import epoch_order, step_indices
 from mltk.data.text import TextExample, in_slice, read_sources
 from mltk.engines.detox.config import LoopSpec, OptimSpec, TextData
 
@@ -173,117 +169,65 @@ def learning_rate(step: int, *, total_steps: int, optim: OptimSpec) -> float:
     return optim.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-class StepLoop:
-    """Trains ``objective`` on ``data`` for ``loop.steps`` steps, resumable and data-parallel."""
+class ObjectiveTask(StepTask):
+    """Trains ``objective`` on ``data`` for ``train.steps`` steps on the shared step loop."""
+
+    throughput_name = "tokens_per_s"
 
     def __init__(self, ctx: RunContext, *, objective: torch.nn.Module, data: TokenData, loop: LoopSpec,
                  optim: OptimSpec, seed: int):
-        self.ctx, self.objective, self.loop, self.optim_spec, self.seed = ctx, objective, loop, optim, seed
-        problems = []
-        if loop.steps < 1:
-            problems.append(f"train.steps: must be at least 1, got {loop.steps}")
-        if optim.lr <= 0:
-            problems.append(f"optim.lr: must be positive, got {optim.lr}")
+        self.ctx, self.objective, self.spec, self.optim_spec, self.seed = ctx, objective, loop, optim, seed
         if loop.batch_size > len(data):
-            problems.append(f"train.batch_size: {loop.batch_size} is more than the {len(data)} training sequences")
-        if problems:
-            raise ConfigError(problems, hint="lower train.batch_size or add data")
-        self.local_batch = per_rank_batch(loop.batch_size, ctx.dist.world_size)
+            raise ConfigError([f"train.batch_size: {loop.batch_size} is more than the {len(data)} training "
+                               "sequences"], hint="lower train.batch_size or add data")
         self.data = data.to(ctx.device)
         self.steps_per_epoch = len(data) // loop.batch_size
-        decay, no_decay = [], []
-        for param in objective.parameters():
-            if param.requires_grad:
-                (decay if param.dim() >= 2 else no_decay).append(param)
-        self.params = decay + no_decay
-        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": optim.weight_decay},
-                                            {"params": no_decay, "weight_decay": 0.0}], lr=optim.lr)
-        self.amp = amp_dtype(ctx.device, loop.amp)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
-        self.start_step = 0
-        if ctx.resume_from is not None:
-            self._restore(ctx.resume_from)
-        self.train_module = objective
-        if ctx.dist.enabled:
-            self.train_module = DistributedDataParallel(
-                objective, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-
-    def _restore(self, ckpt) -> None:
-        self.objective.load_trainable_state(ckpt.load_model_state())
-        state = ckpt.load_trainer_state()
-        self.optimizer.load_state_dict(state["optimizer"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.start_step = int(state["step"])
-        if state.get("total_steps") != self.loop.steps:
-            self.ctx.reporter.warn(f"the checkpoint was written for {state.get('total_steps')} steps, "
-                                   f"this config runs {self.loop.steps}")
+        self.optimizer = adamw_without_decay_on_vectors(objective.parameters(), lr=optim.lr,
+                                                        weight_decay=optim.weight_decay)
+        self._order, self._order_epoch = None, -1
+        self.loop = StepLoop(ctx, settings=loop, seed=seed, total_steps=loop.steps, description=ctx.recipe,
+                             grad_clip=optim.grad_clip)
+        self.loop.restore(self)
 
     def run(self) -> None:
-        ctx, loop = self.ctx, self.loop
-        self.train_module.train()
-        order, order_epoch = None, -1
-        totals: dict[str, float] = {}
-        tokens, since, started = 0, 0, time.perf_counter()
-        last_checkpoint = time.perf_counter()
-        with ctx.reporter.progress(loop.steps, start=self.start_step, description=ctx.recipe) as bar:
-            for step in range(self.start_step, loop.steps):
-                ctx.stop_if_asked(step, loop.steps, self._checkpoint)
-                epoch, in_epoch = divmod(step, self.steps_per_epoch)
-                if epoch != order_epoch:
-                    order, order_epoch = epoch_order(len(self.data), seed=self.seed, epoch=epoch), epoch
-                lr = learning_rate(step, total_steps=loop.steps, optim=self.optim_spec)
-                stats, count = self._step(step, order, in_epoch, lr)
-                for key, value in stats.items():
-                    totals[key] = totals.get(key, 0.0) + value
-                tokens += count
-                since += 1
-                done = step + 1
-                if bar.wants_update():
-                    bar.update(done, loss=stats["loss"], lr=lr)
-                if done % loop.log_every == 0 or done == loop.steps:
-                    seconds = time.perf_counter() - started
-                    record = {"step": done, "lr": lr, **{k: v / since for k, v in totals.items()},
-                              "tokens_per_s": tokens / max(seconds, 1e-9)}
-                    ctx.run.append_metrics(record)
-                    bar.line(f"step {done}/{loop.steps}  " + "  ".join(
-                        f"{k} {v:.4g}" for k, v in record.items() if k != "step"))
-                    totals, tokens, since, started = {}, 0, 0, time.perf_counter()
-                if checkpoint_due(done, loop.steps, every_steps=loop.ckpt_every,
-                                  every_minutes=loop.ckpt_minutes, last_saved=last_checkpoint):
-                    self._checkpoint(done)
-                    last_checkpoint = time.perf_counter()
-            bar.update(loop.steps)
+        self.objective.train()
+        self.loop.run(self)
 
-    def _step(self, step: int, order: torch.Tensor, in_epoch: int, lr: float) -> tuple[dict[str, float], int]:
+    def forward_module(self) -> torch.nn.Module:
+        return self.objective
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"objective": self.optimizer}
+
+    def learning_rate(self, step: int) -> float:
+        return learning_rate(step, total_steps=self.spec.steps, optim=self.optim_spec)
+
+    def forward(self, step: int, module: torch.nn.Module) -> StepOutput:
         ctx = self.ctx
-        seed_step(self.seed, step, ctx.dist.rank, ctx.device)
-        index = step_indices(order, in_epoch, batch_size=self.loop.batch_size, rank=ctx.dist.rank,
+        epoch, in_epoch = divmod(step, self.steps_per_epoch)
+        if epoch != self._order_epoch:
+            self._order, self._order_epoch = epoch_order(len(self.data), seed=self.seed, epoch=epoch), epoch
+        index = step_indices(self._order, in_epoch, batch_size=self.spec.batch_size, rank=ctx.dist.rank,
                              world_size=ctx.dist.world_size).to(ctx.device)
         batch = self.data.take(index)
         # Sentences are right-padded to seq_len: cut the columns no row of this batch uses (the loss is the same).
         longest = int(batch.mask.sum(1).max())
         batch = TokenData(batch.ids[:, :longest], batch.mask[:, :longest], batch.labels)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        with autocast(ctx.device, self.amp):
-            loss, stats = self.train_module(batch.ids, batch.mask, batch.labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if self.optim_spec.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.params, self.optim_spec.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return {"loss": float(loss.detach()), **{k: float(v) for k, v in stats.items()}}, int(batch.mask.sum())
+        loss, stats = module(batch.ids, batch.mask, batch.labels)
+        return StepOutput(loss, {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in stats.items()},
+                          count=int(batch.mask.sum()))
 
-    def _checkpoint(self, step: int) -> None:
-        if not self.ctx.dist.is_main:
-            return
-        state = {"step": step, "total_steps": self.loop.steps, "optimizer": self.optimizer.state_dict(),
-                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None}
-        self.ctx.run.save_checkpoint(step, self.objective.trainable_state(), state,
-                                     keep=self.loop.keep_checkpoints)
+    def log_due(self, done: int) -> bool:
+        return done % self.spec.log_every == 0
+
+    def log_record(self, done: int, means: dict[str, float], lr: float | None) -> tuple[str, dict]:
+        return f"step {done}/{self.spec.steps}", {"lr": lr, **means}
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return self.objective.trainable_state()
+
+    def load_state(self, model_state: dict[str, torch.Tensor], trainer_state: dict) -> None:
+        self.objective.load_trainable_state(model_state)
 
 
 @torch.no_grad()
