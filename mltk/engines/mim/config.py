@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from mltk.core.sections import LoopSettings, OptimizerSettings, check_values
 from mltk.data.splits import DataSpec
 
 
@@ -32,7 +33,7 @@ class ModelSpec:
 
 
 @dataclasses.dataclass(frozen=True)
-class OptimSpec:
+class OptimSpec(OptimizerSettings):
     lr: float = 0.0  # for the global batch; 0 = base_lr * batch_size / 256 (MAE's scaling rule)
     base_lr: float = 1.5e-4
     betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.95])
@@ -42,19 +43,26 @@ class OptimSpec:
     warmup_epochs: float = 0.0  # used when warmup_steps is 0
     min_lr: float = 0.0
 
+    def value_problems(self) -> list[str]:
+        problems = check_values(self, {"lr": "non-negative", "base_lr": "positive", "weight_decay": "non-negative",
+                                       "grad_clip": "non-negative", "warmup_steps": "non-negative",
+                                       "warmup_epochs": "non-negative", "min_lr": "non-negative"})
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            problems.append(f"betas: two numbers in [0, 1), got {self.betas}")
+        return problems
+
 
 @dataclasses.dataclass(frozen=True)
-class LoopSpec:
+class LoopSpec(LoopSettings):
     batch_size: int = 256  # global: split evenly over the ranks
     # auto: resized-crop-flip, or resized-crop where a mirror image changes the class (digits)
     augment: Literal["auto", "resized-crop", "resized-crop-flip", "crop", "crop-flip", "none"] = "auto"
     crop_scale_min: float = 0.2  # resized-crop: the smallest fraction of the image area kept
-    amp: Literal["auto", "on", "off"] = "auto"  # mixed precision on CUDA
-    compile: bool = False  # torch.compile the trained model (CUDA runs of many steps)
     log_every: int = 0  # steps between metric lines; 0 = one line per epoch
-    ckpt_every: int = 0  # steps between checkpoints; 0 = by time, see ckpt_minutes
-    ckpt_minutes: float = 5.0
-    keep_checkpoints: int = 2
+
+    def value_problems(self) -> list[str]:
+        return super().value_problems() + check_values(
+            self, {"batch_size": "positive", "crop_scale_min": "fraction", "log_every": "non-negative"})
 
 
 @dataclasses.dataclass(frozen=True)

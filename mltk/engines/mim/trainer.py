@@ -1,13 +1,14 @@
-"""The training frame shared by ``mae``, ``rc-mae`` and ``sdft``.
+"""The step task shared by ``mae``, ``rc-mae`` and ``sdft``, run by the core step loop.
 
 A run is a list of stages over one global step counter (``sdft`` has two: further
-pre-training, then self-distillation; the others one). One step::
+pre-training, then self-distillation; the others one); at a stage switch the
+optimizer is built anew and the stage's module wrapped again. One step::
 
     images      = this rank's slice of the global batch (seeded epoch order), to float [0, 1]
     images      = random resized crop (+ flip)                 draws for the global batch, per step
     ids_shuffle = per-sample patch permutation                 one global draw per step, sliced per rank
     loss, terms = recipe.forward_loss(images, ids_shuffle)     MAE loss (+ consistency / distillation)
-    loss.backward(); optimizer.step()                          DDP averages the student's gradients
+    loss.backward(); optimizer.step()                          by the loop; DDP averages the student's gradients
     recipe.after_step(step)                                    e.g. the EMA teacher update
 
 Every random draw of a step derives from (seed, step), the data order from
@@ -19,18 +20,15 @@ ends bit-identical (on CPU) to an uninterrupted one, in either stage.
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from mltk.core.config import config_hash, to_dict
-from mltk.core.device import amp_dtype, autocast
-from mltk.core.errors import ConfigError
+from mltk.core.loop import StepLoop, StepOutput, StepTask
+from mltk.core.optimization import adamw_without_decay_on_vectors
 from mltk.core.registry import ArtifactRecord
 from mltk.core.run_recipe import RunContext
-from mltk.core.runs import checkpoint_due
-from mltk.core.seeding import derive_seed, generator, seed_everything, seed_step
+from mltk.core.seeding import derive_seed, generator, seed_everything
 from mltk.data.augment import crop_flip, crop_padding
 from mltk.data.batches import epoch_order, per_rank_batch, step_indices, steps_per_epoch
 from mltk.data.catalog import dataset_info
@@ -62,7 +60,7 @@ class Stage:
         return self.start + self.steps
 
 
-class PretrainRecipe:
+class PretrainRecipe(StepTask):
     """Base of the MIM recipes. Subclasses build the networks and define the loss.
 
     Hooks: ``build()`` (networks of the first stage; ``self.student`` is what the
@@ -83,9 +81,6 @@ class PretrainRecipe:
 
     def forward_module(self) -> torch.nn.Module:
         return self.student
-
-    def after_step(self, step: int) -> dict[str, float]:
-        return {}
 
     def extra_metrics(self) -> dict:
         return {}
@@ -108,94 +103,62 @@ class PretrainRecipe:
         self.stages = self.plan()
         self.total_steps = self.stages[-1].stop
         self.peak_lr = cfg.optim.lr or cfg.optim.base_lr * cfg.train.batch_size / 256
-        _check_optim(cfg.optim, self.peak_lr)
-        self.amp = amp_dtype(ctx.device, cfg.train.amp)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         self.augment = _augment_mode(cfg.train.augment, cfg.data.name)
         self.stage_index = 0
-        self.start_step = 0
         self.optimizer = make_optimizer(self.student, self.peak_lr, cfg.optim)
-        self._reset_running()
-        if ctx.resume_from is not None:
-            self._restore(ctx.resume_from)
-        self._wrap()
+        self.loop = StepLoop(ctx, settings=cfg.train, seed=cfg.seed, total_steps=self.total_steps,
+                             description=ctx.recipe, grad_clip=cfg.optim.grad_clip)
+        self.amp = self.loop.amp
+        self.loop.restore(self)
         # Datasets up to DEVICE_DATA_BYTES live on the device (one copy instead of one per step); larger
         # ones stay in host memory and each step moves its batch.
         on_device = train.images.numel() <= DEVICE_DATA_BYTES
         self.train_images = train.images.to(ctx.device) if on_device else train.images
         self._order_key, self._order = None, None
+        self._term_keys = {"loss"}  # the loss terms a metric line prefixes with train_
 
-    def _wrap(self) -> None:
-        module = self.forward_module()
-        if self.ctx.dist.enabled:
-            module = DistributedDataParallel(
-                module, device_ids=[self.ctx.device.index] if self.ctx.device.type == "cuda" else None)
-        if self.cfg.train.compile:
-            module = torch.compile(module)
-        self.train_module = module
-
-    def _restore(self, ckpt) -> None:
-        state = ckpt.load_trainer_state()
-        if int(state.get("stage", 0)) > 0:
-            self.stage_index = int(state["stage"])
-            self.enter_stage(self.stage_index)
-            self.optimizer = make_optimizer(self.student, self.peak_lr, self.cfg.optim)
-        self.load_model_state(ckpt.load_model_state())
-        self.optimizer.load_state_dict(state["optimizer"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.start_step = int(state["step"])
-        self._reset_running(**state["running"])
-        if state.get("total_steps") != self.total_steps:
-            self.ctx.reporter.warn(f"the checkpoint was written for {state.get('total_steps')} steps, "
-                                   f"this config runs {self.total_steps}")
-
-    # ------------------------------------------------------------ training
+    # ------------------------------------------------------------ training (the loop's StepTask)
 
     def train(self) -> None:
-        ctx = self.ctx
-        with ctx.reporter.progress(self.total_steps, start=self.start_step, description=ctx.recipe) as bar:
-            block_started = last_checkpoint = time.perf_counter()
-            for step in range(self.start_step, self.total_steps):
-                ctx.stop_if_asked(step, self.total_steps, self._checkpoint)
-                index = next(i for i, s in enumerate(self.stages) if s.start <= step < s.stop)
-                if index != self.stage_index:
-                    self._switch_stage(index)
-                stage = self.stages[index]
-                local = step - stage.start
-                lr = learning_rate(local, total_steps=stage.steps, warmup_steps=self._warmup_steps(),
-                                   peak=self.peak_lr, minimum=self.cfg.optim.min_lr,
-                                   schedule=self.cfg.optim.schedule)
-                terms, extra = self._step(step, local, lr)
-                for key, value in terms.items():
-                    self.running["sums"][key] = self.running["sums"].get(key, 0.0) + value.double()
-                self.running["steps"] += 1
-                done = step + 1
-                if bar.wants_update():  # reading a loss syncs a GPU: only as often as the bar redraws
-                    bar.update(done, lr=lr, loss=float(terms["loss"]))
-                if self._log_due(local + 1, stage):
-                    self._log(done, stage, local + 1, lr, extra, time.perf_counter() - block_started, bar)
-                    block_started = time.perf_counter()
-                if checkpoint_due(done, stage.stop, every_steps=self.cfg.train.ckpt_every,
-                                  every_minutes=self.cfg.train.ckpt_minutes, last_saved=last_checkpoint):
-                    self._checkpoint(done)
-                    last_checkpoint = time.perf_counter()
-            bar.update(self.total_steps)
+        self.loop.run(self)
 
-    def _switch_stage(self, index: int) -> None:
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"student": self.optimizer}
+
+    def load_state(self, model_state: dict[str, torch.Tensor], trainer_state: dict) -> None:
+        stage = int(trainer_state.get("stage", 0))
+        if stage > 0:
+            self.stage_index = stage
+            self.enter_stage(stage)
+            self.optimizer = make_optimizer(self.student, self.peak_lr, self.cfg.optim)
+        self.load_model_state(model_state)
+
+    def trainer_state(self) -> dict:
+        return {"stage": self.stage_index}
+
+    def _stage_of(self, step: int) -> int:
+        return next(i for i, s in enumerate(self.stages) if s.start <= step < s.stop)
+
+    def before_step(self, step: int, bar) -> bool:
+        index = self._stage_of(step)
+        if index == self.stage_index:
+            return False
         self.stage_index = index
         self.enter_stage(index)
         self.optimizer = make_optimizer(self.student, self.peak_lr, self.cfg.optim)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
-        self._reset_running()
-        self._wrap()
-        self.ctx.reporter.info(f"stage {index + 1}/{len(self.stages)}: {self.stages[index].name} "
-                               f"({self.stages[index].steps} steps)")
+        bar.line(f"stage {index + 1}/{len(self.stages)}: {self.stages[index].name} "
+                 f"({self.stages[index].steps} steps)")
+        return True  # a new optimizer (and scaler), and the stage's module to wrap
 
-    def _step(self, step: int, local: int, lr: float) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    def learning_rate(self, step: int) -> float:
+        stage = self.stages[self.stage_index]
+        return learning_rate(step - stage.start, total_steps=stage.steps, warmup_steps=self._warmup_steps(),
+                             peak=self.peak_lr, minimum=self.cfg.optim.min_lr, schedule=self.cfg.optim.schedule)
+
+    def forward(self, step: int, module: torch.nn.Module) -> StepOutput:
         cfg, ctx = self.cfg, self.ctx
         batch_size = cfg.train.batch_size
-        seed_step(cfg.seed, step, ctx.dist.rank, ctx.device)  # randomness inside the model
+        local = step - self.stages[self.stage_index].start
         epoch, in_epoch = divmod(local, self.steps_per_epoch)
         if self._order_key != (self.stage_index, epoch):
             seed = cfg.seed if self.stage_index == 0 else derive_seed(cfg.seed, self.stage_index)
@@ -208,16 +171,28 @@ class PretrainRecipe:
         rows = slice(ctx.dist.rank * self.local_batch, (ctx.dist.rank + 1) * self.local_batch)
         ids_shuffle = random_permutation(batch_size, self.student.num_patches,
                                          generator=generator(cfg.seed, step, MASK_STREAM))[rows].to(ctx.device)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        with autocast(ctx.device, self.amp):
-            loss, terms = self.forward_loss(images, ids_shuffle, step)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        extra = self.after_step(step)
-        return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}, extra
+        self.train_module = module  # what the recipes' forward_loss runs
+        loss, terms = self.forward_loss(images, ids_shuffle, step)
+        self._term_keys.update(terms)
+        return StepOutput(loss, {k: v.detach() for k, v in terms.items()}, count=len(images))
+
+    def log_due(self, done: int) -> bool:
+        stage = self.stages[self.stage_index]
+        every = self.cfg.train.log_every or self.steps_per_epoch
+        local_done = done - stage.start
+        return local_done % every == 0 or done == stage.stop
+
+    def checkpoint_due(self, done: int) -> bool:
+        return done == self.stages[self.stage_index].stop  # the end of every stage
+
+    def log_record(self, done: int, means: dict[str, float], lr: float | None) -> tuple[str, dict]:
+        stage = self.stages[self.stage_index]
+        record = {"stage": stage.name} if len(self.stages) > 1 else {}
+        record.update(epoch=round((done - stage.start) / self.steps_per_epoch, 3), lr=lr,
+                      **{f"train_{k}": v for k, v in means.items() if k in self._term_keys},
+                      **{k: v for k, v in means.items() if k not in self._term_keys})
+        prefix = f"{stage.name} " if len(self.stages) > 1 else ""
+        return f"{prefix}step {done}/{self.total_steps}  epoch {record['epoch']}", record
 
     def augment_batch(self, images: torch.Tensor, step: int) -> torch.Tensor:
         """Augment float images [B, C, S, S] (this rank's rows of the global batch) for ``step``."""
@@ -236,47 +211,6 @@ class PretrainRecipe:
     def _warmup_steps(self) -> int:
         optim = self.cfg.optim
         return optim.warmup_steps or int(optim.warmup_epochs * self.steps_per_epoch)
-
-    def _log_due(self, local_done: int, stage: Stage) -> bool:
-        every = self.cfg.train.log_every or self.steps_per_epoch
-        return local_done % every == 0 or local_done == stage.steps
-
-    def _log(self, done: int, stage: Stage, local_done: int, lr: float, extra: dict, seconds: float, bar) -> None:
-        names = sorted(self.running["sums"])
-        totals = torch.stack([self.running["sums"][k] for k in names]
-                             + [torch.tensor(float(self.running["steps"]), dtype=torch.float64,
-                                             device=self.ctx.device)])
-        if self.ctx.dist.enabled:
-            torch.distributed.all_reduce(totals)
-        *sums, steps = totals.tolist()
-        record = {"step": done}
-        if len(self.stages) > 1:
-            record["stage"] = stage.name
-        record.update(epoch=round(local_done / self.steps_per_epoch, 3), lr=lr,
-                      **{f"train_{k}": s / steps for k, s in zip(names, sums, strict=True)}, **extra,
-                      samples_per_s=self.running["steps"] * self.cfg.train.batch_size / max(seconds, 1e-9))
-        self.ctx.run.append_metrics(record)
-        shown = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                          for k, v in record.items() if k not in ("step", "stage"))
-        prefix = f"{stage.name} " if len(self.stages) > 1 else ""
-        bar.line(f"{prefix}step {done}/{self.total_steps}  {shown}")
-        self._reset_running()
-
-    def _reset_running(self, steps: int = 0, sums: dict | None = None) -> None:
-        """Loss sums since the last metric line, kept on the device so that steps never wait for a sync."""
-        device = self.ctx.device
-        self.running = {"steps": steps, "sums": {k: torch.tensor(v, dtype=torch.float64, device=device)
-                                                 for k, v in (sums or {}).items()}}
-
-    def _checkpoint(self, step: int) -> None:
-        if not self.ctx.dist.is_main:
-            return
-        state = {"step": step, "stage": self.stage_index, "total_steps": self.total_steps,
-                 "optimizer": self.optimizer.state_dict(),
-                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-                 "running": {"steps": self.running["steps"],
-                             "sums": {k: float(v) for k, v in self.running["sums"].items()}}}
-        self.ctx.run.save_checkpoint(step, self.model_state(), state, keep=self.cfg.train.keep_checkpoints)
 
     # ------------------------------------------------------------ results
 
@@ -333,10 +267,8 @@ class PretrainRecipe:
 
 def make_optimizer(model: torch.nn.Module, lr: float, optim) -> torch.optim.AdamW:
     """AdamW without weight decay on 1-D parameters (biases, norms), as MAE's ``add_weight_decay``."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": optim.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=tuple(optim.betas))
+    return adamw_without_decay_on_vectors(model.parameters(), lr=lr, weight_decay=optim.weight_decay,
+                                          betas=tuple(optim.betas))
 
 
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
@@ -344,18 +276,6 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     x = images.float().div_(255).transpose(0, 1).reshape(images.shape[1], -1)
     std = x.std(dim=1).clamp_min(1e-3)
     return [round(v, 6) for v in x.mean(dim=1).tolist()], [round(v, 6) for v in std.tolist()]
-
-
-def _check_optim(optim, peak_lr: float) -> None:
-    problems = []
-    if peak_lr <= 0:
-        problems.append(f"optim.lr / optim.base_lr: the learning rate must be positive, got {peak_lr}")
-    if len(optim.betas) != 2 or not all(0 <= b < 1 for b in optim.betas):
-        problems.append(f"optim.betas: two numbers in [0, 1), got {optim.betas}")
-    if optim.min_lr < 0:
-        problems.append(f"optim.min_lr: must not be negative, got {optim.min_lr}")
-    if problems:
-        raise ConfigError(problems)
 
 
 def _augment_mode(augment: str, dataset: str) -> str:
