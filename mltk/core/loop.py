@@ -63,6 +63,8 @@ class StepTask(abc.ABC):
     """The method's side of the loop: the four abstract methods, and the hooks that apply."""
 
     throughput_name = "samples_per_s"
+    # Under DDP: some parameters may take no part in a step (layers a schedule has not switched on yet).
+    has_unused_parameters = False
 
     # ------------------------------------------------------------ the step
 
@@ -148,7 +150,8 @@ class StepLoop:
         module = task.forward_module()
         if module is not None and self.ctx.dist.enabled:
             module = DistributedDataParallel(
-                module, device_ids=[self.ctx.device.index] if self.ctx.device.type == "cuda" else None)
+                module, device_ids=[self.ctx.device.index] if self.ctx.device.type == "cuda" else None,
+                find_unused_parameters=task.has_unused_parameters)
         if module is not None and self.settings.compile:
             module = torch.compile(module)
         self.module = module

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from mltk.core.sections import LoopSettings, OptimizerSettings, check_values
+
 METHODS = ("auto", "bitat", "xnor", "reactnet", "uniform")
 BITS = (1, 2, 4, 8)
 ACT_BITS = (0, 1, 2, 4, 8, 32)
@@ -75,21 +77,28 @@ class CalibrationSpec:
 
 
 @dataclasses.dataclass(frozen=True)
-class QuantTrainSpec:
+class QuantTrainSpec(LoopSettings):
     epochs: int = 10  # QAT epochs (the same for every method); 8-bit post-training ignores them
     # float epochs before QAT: float shortcuts on, every quantizer off (W1/A1 with quant.float_shortcuts only)
     adapt_epochs: int = 0
     batch_size: int = 64
     eval_batch_size: int = 512
-    optimizer: Literal["adam", "sgd"] = "adam"
+    augment: Literal["auto", "none", "crop", "crop-flip"] = "auto"
+    max_steps: int = 0  # stop after this many steps (the schedule shrinks to fit); 0 = epochs decide
+    amp: Literal["auto", "on", "off"] = "off"  # QAT's sign and rounding steps run in float32 unless asked
+
+    def value_problems(self) -> list[str]:
+        return super().value_problems() + check_values(
+            self, {"epochs": "non-negative", "adapt_epochs": "non-negative", "batch_size": "positive",
+                   "eval_batch_size": "positive", "max_steps": "non-negative"})
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantOptimSpec(OptimizerSettings):
+    name: Literal["adam", "sgd"] = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
     schedule: Literal["cosine", "constant"] = "cosine"  # within each phase of the method's schedule
-    augment: Literal["auto", "none", "crop", "crop-flip"] = "auto"
-    max_steps: int = 0  # stop after this many steps (the schedule shrinks to fit); 0 = epochs decide
-    ckpt_every: int = 0  # steps between checkpoints; 0 = by time
-    ckpt_minutes: float = 5.0
-    keep_checkpoints: int = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +113,7 @@ class QuantizeConfig:
     reactnet: ReactnetSpec = dataclasses.field(default_factory=ReactnetSpec)
     kd: KDSpec = dataclasses.field(default_factory=KDSpec)
     calibration: CalibrationSpec = dataclasses.field(default_factory=CalibrationSpec)
+    optim: QuantOptimSpec = dataclasses.field(default_factory=QuantOptimSpec)
     train: QuantTrainSpec = dataclasses.field(default_factory=QuantTrainSpec)
 
     def method(self) -> str:
@@ -161,17 +171,9 @@ def config_problems(cfg: QuantizeConfig) -> list[str]:
     if cfg.kd.temperature <= 0:
         problems.append(f"kd.temperature: must be positive, got {cfg.kd.temperature}")
     t = cfg.train
-    if t.epochs < 0:
-        problems.append(f"train.epochs: must be >= 0, got {t.epochs}")
-    if t.adapt_epochs < 0:
-        problems.append(f"train.adapt_epochs: must be >= 0, got {t.adapt_epochs}")
     if t.adapt_epochs > 0 and not (q.bits == 1 and cfg.act_bits() == 1 and q.float_shortcuts):
         problems.append("train.adapt_epochs: the float adaptation trains the float shortcuts of binary-input "
                         "layers; it needs --bits 1 with binary activations and quant.float_shortcuts=true")
-    if t.batch_size < 1:
-        problems.append(f"train.batch_size: must be positive, got {t.batch_size}")
-    if t.lr <= 0:
-        problems.append(f"train.lr: must be positive, got {t.lr}")
     if cfg.calibration.images < 1 or cfg.calibration.batch_size < 1:
         problems.append("calibration.images and calibration.batch_size: must be positive")
     return problems

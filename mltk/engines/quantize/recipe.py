@@ -5,7 +5,7 @@ One step (every method)::
     images  = this step's train images (this rank's slice), augmented as in supervised training
     logits  = student(images)              # the QAT network: quantized where the schedule says so
     loss    = (1 - w) * CE(logits, labels) + w * T^2 * KL(teacher(images) / T || logits / T)
-    loss.backward(); optimizer.step()
+    loss.backward(); optimizer.step()     # by the shared step loop (mltk.core.loop)
 
 At the first step of each phase of the method's schedule (see ``schedule``)
 the layers it adds are switched on bottom-up: their input quantizers first,
@@ -32,18 +32,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import time
 
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 
 from mltk.core.config import config_hash, to_dict
 from mltk.core.errors import ConfigError, UsageError
+from mltk.core.loop import StepLoop, StepOutput, StepTask
 from mltk.core.registry import ArtifactRecord
 from mltk.core.run_recipe import RunContext
-from mltk.core.runs import checkpoint_due
-from mltk.core.seeding import generator, seed_everything, seed_step
+from mltk.core.seeding import generator, seed_everything
 from mltk.data import DataSpec, dataset_info, load_splits
 from mltk.data.augment import crop_flip, crop_padding
 from mltk.data.batches import epoch_order, per_rank_batch, step_indices, steps_per_epoch
@@ -77,7 +75,7 @@ PRIMARY_METRIC = "test_accuracy"
 RECIPE_NAME = "quantize"
 
 
-class QuantizeRecipe:
+class QuantizeRecipe(StepTask):
     def __init__(self, cfg: QuantizeConfig, ctx: RunContext):
         self.cfg = cfg
         self.ctx = ctx
@@ -133,22 +131,17 @@ class QuantizeRecipe:
         trainable = [p for p in self.student.parameters() if p.requires_grad]
         if not trainable:  # nothing to learn (8-bit post-training): an optimizer over no parameters
             trainable = [torch.nn.Parameter(torch.zeros(()))]
-        if cfg.train.optimizer == "adam":
-            self.optimizer = torch.optim.Adam(trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        if cfg.optim.name == "adam":
+            self.optimizer = torch.optim.Adam(trainable, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         else:
-            self.optimizer = torch.optim.SGD(trainable, lr=cfg.train.lr, momentum=0.9,
-                                             weight_decay=cfg.train.weight_decay)
-        self.start_step = 0
-        self._reset_running()
-        if ctx.resume_from is not None:
-            self._restore(ctx.resume_from)
-        self.train_model = self.student
-        if ctx.dist.enabled:  # layers off in early phases have no gradient yet
-            self.train_model = DistributedDataParallel(
-                self.student, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-                find_unused_parameters=True)
+            self.optimizer = torch.optim.SGD(trainable, lr=cfg.optim.lr, momentum=0.9,
+                                             weight_decay=cfg.optim.weight_decay)
+        self.loop = StepLoop(ctx, settings=cfg.train, seed=cfg.seed, total_steps=self.total_steps,
+                             description="quantize", grad_clip=cfg.optim.grad_clip)
+        self.loop.restore(self)
         self.train_images = train.images.to(ctx.device)
         self.train_labels = train.labels.to(ctx.device)
+        self._order, self._order_epoch = None, -1
 
     def _load_source_and_data(self):
         cfg = self.cfg
@@ -188,16 +181,6 @@ class QuantizeRecipe:
         if self.cfg.data.data_dir:
             spec = dataclasses.replace(spec, data_dir=self.cfg.data.data_dir)
         return spec
-
-    def _restore(self, ckpt) -> None:
-        self.student.load_state_dict(ckpt.load_model_state())
-        state = ckpt.load_trainer_state()
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.start_step = int(state["step"])
-        self._reset_running(**state["running"])
-        if state.get("total_steps") != self.total_steps:
-            self.ctx.reporter.warn(f"the checkpoint was written for {state.get('total_steps')} steps, "
-                                   f"this config runs {self.total_steps}")
 
     # ------------------------------------------------------------ phases
 
@@ -245,43 +228,37 @@ class QuantizeRecipe:
                              batch_size=self.cfg.calibration.batch_size, device=self.ctx.device,
                              dist=self.ctx.dist, learn_step=self.settings.learn_step)
 
-    # ------------------------------------------------------------ training
+    # ------------------------------------------------------------ training (the loop's StepTask)
+
+    has_unused_parameters = True  # layers off in early phases have no gradient yet
 
     def train(self) -> None:
-        cfg, ctx = self.cfg, self.ctx
-        self.train_model.train()
-        order, order_epoch = None, -1
-        with ctx.reporter.progress(self.total_steps, start=self.start_step, description="quantize") as bar:
-            epoch_started = last_checkpoint = time.perf_counter()
-            for step in range(self.start_step, self.total_steps):
-                ctx.stop_if_asked(step, self.total_steps, self._checkpoint)
-                label = self._enter_phases(step, bar)
-                phase = self.phases[phase_at(self.phases, step)]
-                epoch, step_in_epoch = divmod(step, self.steps_per_epoch)
-                if epoch != order_epoch:
-                    order, order_epoch = epoch_order(len(self.train_labels), seed=cfg.seed, epoch=epoch), epoch
-                lr = phase_lr(phase, step, cfg.train.lr, cfg.train.schedule)
-                loss, correct = self._step(step, order, step_in_epoch, lr)
-                self.running["loss_sum"] += loss.double() * self.local_batch
-                self.running["correct"] += correct
-                self.running["seen"] += self.local_batch
-                done = step + 1
-                if bar.wants_update():
-                    bar.update(done, stage=label, loss=float(self.running["loss_sum"]) / self.running["seen"])
-                if done % self.steps_per_epoch == 0 or done == self.total_steps:
-                    self._end_epoch(epoch, done, lr, label, time.perf_counter() - epoch_started, bar)
-                    epoch_started = time.perf_counter()
-                if checkpoint_due(done, self.total_steps, every_steps=self.cfg.train.ckpt_every,
-                                  every_minutes=self.cfg.train.ckpt_minutes, last_saved=last_checkpoint):
-                    self._checkpoint(done)
-                    last_checkpoint = time.perf_counter()
-            self._enter_phases(self.total_steps, bar)  # schedules of 0 steps (8-bit, no QAT) switch on here
-            bar.update(self.total_steps)
+        self.student.train()
+        bar = self.ctx.reporter.progress(self.total_steps)  # not entered: its lines print plainly
+        self.loop.run(self)
+        self._enter_phases(self.total_steps, bar)  # schedules of 0 steps (8-bit, no QAT) switch on here
 
-    def _step(self, step: int, order: torch.Tensor, step_in_epoch: int, lr: float):
+    def before_step(self, step: int, bar) -> bool:
+        self._phase_label = self._enter_phases(step, bar)
+        return False
+
+    def forward_module(self) -> torch.nn.Module:
+        return self.student
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"student": self.optimizer}
+
+    def learning_rate(self, step: int) -> float:
+        phase = self.phases[phase_at(self.phases, step)]
+        return phase_lr(phase, step, self.cfg.optim.lr, self.cfg.optim.schedule)
+
+    def forward(self, step: int, module: torch.nn.Module) -> StepOutput:
         cfg, ctx = self.cfg, self.ctx
-        seed_step(cfg.seed, step, ctx.dist.rank, ctx.device)
-        idx = step_indices(order, step_in_epoch, batch_size=cfg.train.batch_size, rank=ctx.dist.rank,
+        epoch, step_in_epoch = divmod(step, self.steps_per_epoch)
+        if epoch != self._order_epoch:
+            self._order = epoch_order(len(self.train_labels), seed=cfg.seed, epoch=epoch)
+            self._order_epoch = epoch
+        idx = step_indices(self._order, step_in_epoch, batch_size=cfg.train.batch_size, rank=ctx.dist.rank,
                            world_size=ctx.dist.world_size).to(ctx.device)
         images = self.train_images[idx].float().div_(255)
         labels = self.train_labels[idx]
@@ -289,15 +266,11 @@ class QuantizeRecipe:
             images = crop_flip(images, padding=crop_padding(images.shape[-1]), flip=self.augment == "crop-flip",
                                generator=generator(cfg.seed, step), global_batch=cfg.train.batch_size,
                                start=ctx.dist.rank * self.local_batch)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        logits = self.train_model(images)
+        logits = module(images)
         loss = distillation_loss(logits, labels, self._teacher_logits(images), weight=cfg.kd.weight,
                                  temperature=cfg.kd.temperature)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach(), (logits.detach().argmax(1) == labels).sum()
+        accuracy = (logits.detach().argmax(1) == labels).double().mean()
+        return StepOutput(loss, {"accuracy": accuracy}, count=len(labels))
 
     def _teacher_logits(self, images: torch.Tensor) -> torch.Tensor | None:
         if self.cfg.kd.weight <= 0:
@@ -305,38 +278,27 @@ class QuantizeRecipe:
         with torch.no_grad():
             return self.teacher(images)
 
-    def _end_epoch(self, epoch: int, step: int, lr: float, label: str, seconds: float, bar) -> None:
-        device = self.ctx.device
-        totals = torch.stack([self.running["loss_sum"], self.running["correct"].double(),
-                              torch.tensor(float(self.running["seen"]), dtype=torch.float64, device=device)])
-        if self.ctx.dist.enabled:
-            torch.distributed.all_reduce(totals)
-        loss_sum, correct, seen = totals.tolist()
-        record = {"step": step, "epoch": epoch + 1, "stage": label, "lr": lr, "train_loss": loss_sum / seen,
-                  "train_accuracy": correct / seen, "samples_per_s": seen / max(seconds, 1e-9)}
+    def progress_fields(self, step: int) -> dict:
+        return {"stage": self._phase_label}
+
+    def log_due(self, done: int) -> bool:
+        return done % self.steps_per_epoch == 0
+
+    def log_record(self, done: int, means: dict[str, float], lr: float | None) -> tuple[str, dict]:
+        epoch = (done - 1) // self.steps_per_epoch + 1
+        record = {"epoch": epoch, "stage": self._phase_label, "lr": lr, "train_loss": means["loss"],
+                  "train_accuracy": means["accuracy"]}
         if self.splits.val is not None:
             val = self._evaluate(self.student, self.splits.val)
             record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
-            self.train_model.train()
-        self.ctx.run.append_metrics(record)
-        summary = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                            for k, v in record.items() if k not in ("step", "epoch", "stage"))
-        bar.line(f"epoch {epoch + 1}/{self.total_steps // self.steps_per_epoch or 1}  [{label}]  {summary}")
-        self._reset_running()
+            self.student.train()
+        return f"epoch {epoch}/{self.total_steps // self.steps_per_epoch or 1}  [{self._phase_label}]", record
 
-    def _reset_running(self, loss_sum: float = 0.0, correct: int = 0, seen: int = 0) -> None:
-        device = self.ctx.device
-        self.running = {"loss_sum": torch.tensor(loss_sum, dtype=torch.float64, device=device),
-                        "correct": torch.tensor(correct, dtype=torch.int64, device=device), "seen": seen}
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return self.student.state_dict()
 
-    def _checkpoint(self, step: int) -> None:
-        if not self.ctx.dist.is_main:
-            return
-        state = {"step": step, "total_steps": self.total_steps, "optimizer": self.optimizer.state_dict(),
-                 "running": {"loss_sum": float(self.running["loss_sum"]),
-                             "correct": int(self.running["correct"]), "seen": self.running["seen"]}}
-        self.ctx.run.save_checkpoint(step, self.student.state_dict(), state,
-                                     keep=self.cfg.train.keep_checkpoints)
+    def load_state(self, model_state: dict[str, torch.Tensor], trainer_state: dict) -> None:
+        self.student.load_state_dict(model_state)
 
     # ------------------------------------------------------------ results
 
