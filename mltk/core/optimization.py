@@ -13,7 +13,8 @@ import torch
 class Optimization:
     def __init__(self, optimizer: torch.optim.Optimizer, *, amp: torch.dtype | None, grad_clip: float = 0.0):
         self.optimizer = optimizer
-        self.scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+        # Only float16 needs loss scaling; a scaler is not even built otherwise (building one probes CUDA).
+        self.scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
         self.grad_clip = grad_clip
 
     def set_lr(self, lr: float) -> None:
@@ -23,21 +24,25 @@ class Optimization:
     def step(self, loss: torch.Tensor) -> None:
         """Backpropagate ``loss`` and update the parameters."""
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
         if self.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
+            if self.scaler:
+                self.scaler.unscale_(self.optimizer)
             params = [p for group in self.optimizer.param_groups for p in group["params"]]
             torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None}
+                "scaler": self.scaler.state_dict() if self.scaler else None}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
-        if state.get("scaler"):
+        if state.get("scaler") and self.scaler:
             self.scaler.load_state_dict(state["scaler"])
 
 
