@@ -1,16 +1,17 @@
 """The names users type: recipes (``mltk train <recipe>``), evaluation protocols
 (``mltk eval --protocol <name>``) and the YAML presets shipped with each recipe.
 
-Engines register themselves with decorators when ``mltk.engines`` is imported;
-the CLI and the tests look them up here, so adding an engine never touches the
-CLI.
+Engines register themselves with decorators when they are imported. This
+module never imports them (nothing below ``mltk.engines`` may): the top
+package ``mltk`` gives it a loader (:func:`set_engine_loader`) that imports
+``mltk.engines`` on the first lookup, so adding an engine touches neither
+``core`` nor the CLI.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -102,8 +103,18 @@ def register_protocol(name: str, *, description: str):
     return wrap
 
 
+_engine_loader: Callable[[], None] | None = None
+
+
+def set_engine_loader(loader: Callable[[], None]) -> None:
+    """What imports the engines (and so registers them) before the first lookup."""
+    global _engine_loader
+    _engine_loader = loader
+
+
 def _load_engines() -> None:
-    importlib.import_module("mltk.engines")
+    if _engine_loader is not None:
+        _engine_loader()
 
 
 def recipes() -> list[RecipeEntry]:
