@@ -60,8 +60,16 @@ def init(device_type: str) -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, backend=backend)
 
 
-def shutdown() -> None:
+def shutdown(*, wait_for_peers: bool = False) -> None:
+    """Leave the process group; with ``wait_for_peers``, only once every rank has got here.
+
+    A rank that finished first and tore its connections down while another
+    still used them could abort at exit (gloo: ``terminate called without an
+    active exception``). After a failure no rank waits: a peer may never come.
+    """
     if dist.is_available() and dist.is_initialized():
+        if wait_for_peers:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -74,6 +74,7 @@ def run_recipe(entry: RecipeEntry, cfg: Any, *, resume: str | None, runs_root: P
                             local_rank=int(os.environ.get("LOCAL_RANK", 0)))
     dist_info = distributed.init(device.type)
     reporter.is_main = dist_info.is_main
+    finished = False
     try:
         identity = config_mod.config_hash(cfg, ignore=RUN_IDENTITY_IGNORES)
         ckpt = _choose_checkpoint(resume, entry.name, runs_root, identity, dist_info)
@@ -110,9 +111,10 @@ def run_recipe(entry: RecipeEntry, cfg: Any, *, resume: str | None, runs_root: P
         }
         run.write_results(results)
         run.set_status("finished")
+        finished = True
         return results
     finally:
-        distributed.shutdown()
+        distributed.shutdown(wait_for_peers=finished)
 
 
 def _choose_checkpoint(resume: str | None, recipe: str, runs_root: Path, identity: str,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from mltk.core.sections import LoopSettings, check_values
 from mltk.data.splits import DataSpec
 
 METHODS = ("kfs", "dm", "random", "herding")
@@ -33,9 +34,17 @@ class MatchSpec:
     lr_images: float = 1.0  # dm: SGD on the images (normalised space), as the DM reference
     momentum: float = 0.5
     log_every: int = 50  # iterations per progress line and metrics.jsonl record
-    ckpt_every: int = 0  # iterations between checkpoints; 0 = by time (ckpt_minutes)
-    ckpt_minutes: float = 5.0
-    keep_checkpoints: int = 2
+
+    def value_problems(self) -> list[str]:
+        return check_values(self, {"iterations": "non-negative", "batch_real": "positive", "lr_images": "positive",
+                                   "momentum": "fraction", "log_every": "positive"})
+
+
+@dataclasses.dataclass(frozen=True)
+class CondenseTrainSpec(LoopSettings):
+    """The shared loop's settings; a step is one warm-up or matching iteration."""
+
+    amp: Literal["auto", "on", "off"] = "off"  # matching runs in float32 unless asked
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +95,7 @@ class CondenseConfig:
     data: DataSpec = dataclasses.field(default_factory=DataSpec)
     model: NetSpec = dataclasses.field(default_factory=NetSpec)
     match: MatchSpec = dataclasses.field(default_factory=MatchSpec)
+    train: CondenseTrainSpec = dataclasses.field(default_factory=CondenseTrainSpec)
     kfs: KfsSpec = dataclasses.field(default_factory=KfsSpec)
     herding: HerdingSpec = dataclasses.field(default_factory=HerdingSpec)
     eval: EvalSpec = dataclasses.field(default_factory=EvalSpec)

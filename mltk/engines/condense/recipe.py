@@ -28,9 +28,9 @@ from mltk import __version__
 from mltk.core.catalog import register_recipe
 from mltk.core.config import config_hash, to_dict
 from mltk.core.errors import ConfigError, UsageError
+from mltk.core.loop import StepLoop, StepOutput, StepTask
 from mltk.core.registry import ArtifactRecord
 from mltk.core.run_recipe import RunContext
-from mltk.core.runs import checkpoint_due
 from mltk.core.seeding import generator, seed_everything
 from mltk.data import dataset_info, load_splits
 from mltk.engines.condense import kfs as kfs_mod
@@ -57,7 +57,7 @@ _INIT, _REAL, _AUGMENT, _WARMUP, _PAIRS = 1, 2, 3, 4, 5
 @register_recipe("condense", config=CondenseConfig, default_preset="digits",
                  description="condense a dataset: KFS latent codes + shared tiny decoders, or the DM, random and "
                              "herding baselines, at equal stored floats (also `mltk condense`)")
-class CondenseRecipe:
+class CondenseRecipe(StepTask):
     def __init__(self, cfg: CondenseConfig, ctx: RunContext):
         self.cfg = cfg
         self.ctx = ctx
@@ -95,11 +95,10 @@ class CondenseRecipe:
             ctx.reporter.warn(f"match.batch_real={cfg.match.batch_real}: the smallest class has "
                               f"{min(len(i) for i in self.per_class)} images; using {self.batch_real}")
         self._build_synthetic_set()
-        self.step = 0
-        self.block = {"loss_sum": 0.0, "count": 0}
-        self.seconds = 0.0
-        if ctx.resume_from is not None:
-            self._restore(ctx.resume_from)
+        self.seconds = 0.0  # condensation time: the steps alone, without checkpoints or metric lines
+        self.loop = StepLoop(ctx, settings=cfg.train, seed=cfg.seed, total_steps=self.total_steps,
+                             description="condense")
+        self.loop.restore(self)
 
     def _check_class_sizes(self) -> None:
         needed = self.layout.codes_per_class if self.layout else self.cfg.ipc
@@ -176,55 +175,74 @@ class CondenseRecipe:
             return self.fset.stored_tensors()
         return {"images": self.images.detach()}
 
-    def _restore(self, ckpt) -> None:
-        tensors = ckpt.load_model_state()
-        if self.cfg.method == "kfs":
-            self.fset.load_stored(tensors)
-        else:
-            with torch.no_grad():
-                self.images.copy_(tensors["images"])
-        state = ckpt.load_trainer_state()
-        self.step = int(state["step"])
-        self.block = dict(state["block"])
-        self.seconds = float(state.get("seconds", 0.0))
-        if state.get("optimizer") is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
-        if state.get("warmup_optimizer") is not None:
-            self.warmup_optimizer.load_state_dict(state["warmup_optimizer"])
-
-    # ------------------------------------------------------------ condensing
+    # ------------------------------------------------------------ condensing (the loop's StepTask)
 
     def train(self) -> None:
-        ctx, cfg = self.ctx, self.cfg
-        if self.step >= self.total_steps:
-            return
-        iterations = cfg.match.iterations
-        with ctx.reporter.progress(self.total_steps, start=self.step, description="condense") as bar:
-            last_checkpoint = time.perf_counter()
-            for step in range(self.step, self.total_steps):
-                ctx.stop_if_asked(step, self.total_steps, self._checkpoint)
-                started = time.perf_counter()
-                warming = step < self.warmup_steps
-                loss = self._warmup_step(step) if warming else self._matching_step(step - self.warmup_steps)
-                self.seconds += time.perf_counter() - started
-                self.block["loss_sum"] += loss
-                self.block["count"] += 1
-                done = step + 1
-                if bar.wants_update():
-                    bar.update(done, phase="warm-up" if warming else "match", loss=loss,
-                               floats=self.storage().stored_floats)
-                if warming and done == self.warmup_steps:
-                    self._log(bar, done, "warm-up", f"warm-up {done}/{self.warmup_steps}  reconstruction")
-                elif not warming:
-                    iteration = done - self.warmup_steps
-                    if iteration % max(1, cfg.match.log_every) == 0 or iteration == iterations:
-                        self._log(bar, done, "match", f"iteration {iteration}/{iterations}  loss")
-                if checkpoint_due(done, self.total_steps, every_steps=self.cfg.match.ckpt_every,
-                                  every_minutes=self.cfg.match.ckpt_minutes, last_saved=last_checkpoint):
-                    self._checkpoint(done)
-                    last_checkpoint = time.perf_counter()
-            bar.update(self.total_steps)
-        self.step = self.total_steps
+        if self.total_steps:
+            self.loop.run(self)
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        found = {}
+        if hasattr(self, "warmup_optimizer"):
+            found["warmup"] = self.warmup_optimizer
+        if hasattr(self, "optimizer"):
+            found["match"] = self.optimizer
+        return found
+
+    def optimizer_at(self, step: int) -> str:
+        return "warmup" if step < self.warmup_steps else "match"
+
+    def before_step(self, step: int, bar) -> bool:
+        self._step_started = time.perf_counter()
+        return False
+
+    def forward(self, step: int, module) -> StepOutput:
+        if step < self.warmup_steps:
+            return self._warmup_step(step)
+        return self._matching_step(step - self.warmup_steps)
+
+    def after_step(self, step: int) -> dict[str, float]:
+        self.seconds += time.perf_counter() - self._step_started
+        return {}
+
+    def progress_fields(self, step: int) -> dict:
+        return {"phase": "warm-up" if step < self.warmup_steps else "match",
+                "floats": self.storage().stored_floats}
+
+    def log_due(self, done: int) -> bool:
+        if done <= self.warmup_steps:
+            return done == self.warmup_steps
+        iteration = done - self.warmup_steps
+        return iteration % max(1, self.cfg.match.log_every) == 0
+
+    def log_record(self, done: int, means: dict[str, float], lr: float | None) -> tuple[str, dict]:
+        warming = done <= self.warmup_steps
+        storage = self.storage()
+        record = {"phase": "warm-up" if warming else "match", "loss": means["loss"],
+                  "stored_floats": storage.stored_floats, "synthetic_images": storage.synthetic_images,
+                  "seconds": round(self.seconds, 3)}
+        if self.cfg.method == "kfs":
+            with torch.no_grad():
+                record["decoder_spread"] = kfs_mod.decoder_spread(self.fset.decode(), self.layout.decoders)
+        self.last_loss = means["loss"]
+        if warming:
+            return f"warm-up {done}/{self.warmup_steps}  reconstruction", record
+        return f"iteration {done - self.warmup_steps}/{self.cfg.match.iterations}", record
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.cpu() for k, v in self.stored_tensors().items()}
+
+    def load_state(self, model_state: dict[str, torch.Tensor], trainer_state: dict) -> None:
+        if self.cfg.method == "kfs":
+            self.fset.load_stored(model_state)
+        else:
+            with torch.no_grad():
+                self.images.copy_(model_state["images"])
+        self.seconds = float(trainer_state.get("seconds", 0.0))
+        self.last_loss = trainer_state.get("last_loss")
+
+    def trainer_state(self) -> dict:
+        return {"seconds": self.seconds, "last_loss": getattr(self, "last_loss", None)}
 
     def _real_batch(self, step: int) -> torch.Tensor:
         """This rank's slice of every class's real batch of ``step``, normalised: [classes, b, C, H, W]."""
@@ -237,7 +255,7 @@ class CondenseRecipe:
         index = torch.stack(picks).flatten().to(self.ctx.device)
         return self.normalize(self.train_images[index]).view(self.num_classes, local, *self.image_shape)
 
-    def _matching_step(self, iteration: int) -> float:
+    def _matching_step(self, iteration: int) -> StepOutput:
         cfg, ctx = self.cfg, self.ctx
         self.embedder.resample(cfg.seed, iteration, ctx.device)
         draw = self.augment.draw(self.num_classes, self.image_shape[1:],
@@ -258,47 +276,14 @@ class CondenseRecipe:
         total = loss
         if cfg.method == "kfs" and cfg.kfs.div_weight:
             total = loss + cfg.kfs.div_weight * kfs_mod.diversity_penalty(synthetic, self.layout.decoders)
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.optimizer.step()
-        return float(loss.detach()) / self.num_classes
+        return StepOutput(total, {"loss": loss.detach() / self.num_classes})
 
-    def _warmup_step(self, step: int) -> float:
+    def _warmup_step(self, step: int) -> StepOutput:
         """One autoencoder step of the decoders on a random batch of real images (the same on every rank)."""
         gen = generator(self.cfg.seed, step, _WARMUP)
         count = min(len(self.train_images), self.batch_real * self.num_classes, 1024)
         index = torch.randint(0, len(self.train_images), (count,), generator=gen).to(self.ctx.device)
-        loss = kfs_mod.warmup_loss(self.fset, self.normalize(self.train_images[index]))
-        self.warmup_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.warmup_optimizer.step()
-        return float(loss.detach())
-
-    def _log(self, bar, done: int, phase: str, text: str) -> None:
-        loss = self.block["loss_sum"] / max(1, self.block["count"])
-        storage = self.storage()
-        record = {"step": done, "phase": phase, "loss": loss, "stored_floats": storage.stored_floats,
-                  "synthetic_images": storage.synthetic_images, "seconds": round(self.seconds, 3)}
-        line = f"{text} {loss:.4g}  stored {storage.stored_floats} floats, {storage.synthetic_images} images"
-        if self.cfg.method == "kfs":
-            with torch.no_grad():
-                spread = kfs_mod.decoder_spread(self.fset.decode(), self.layout.decoders)
-            record["decoder_spread"] = spread
-            line += f"  decoder spread {spread:.3g}"
-        self.ctx.run.append_metrics(record)
-        bar.line(line)
-        self.last_loss = loss
-        self.block = {"loss_sum": 0.0, "count": 0}
-
-    def _checkpoint(self, step: int) -> None:
-        if not self.ctx.dist.is_main:
-            return
-        state = {"step": step, "total_steps": self.total_steps, "block": dict(self.block), "seconds": self.seconds,
-                 "optimizer": self.optimizer.state_dict() if hasattr(self, "optimizer") else None,
-                 "warmup_optimizer": (self.warmup_optimizer.state_dict() if hasattr(self, "warmup_optimizer")
-                                      else None)}
-        self.ctx.run.save_checkpoint(step, {k: v.cpu() for k, v in self.stored_tensors().items()}, state,
-                                     keep=self.cfg.match.keep_checkpoints)
+        return StepOutput(kfs_mod.warmup_loss(self.fset, self.normalize(self.train_images[index])))
 
     # ------------------------------------------------------------ results
 

@@ -40,7 +40,7 @@ def test_two_ranks_match_one_process(cli_process, mltk_env):
 @pytest.mark.slow
 def test_ctrl_c_writes_a_checkpoint_exits_130_and_the_run_resumes(cli_process, mltk_env):
     base = ["condense", "digits", "--ipc", "1", "model.options.width=16", "match.batch_real=32",
-            "match.ckpt_every=5", "kfs.warmup_steps=2", "eval.runs=0", "name=stopped"]
+            "train.ckpt_every=5", "kfs.warmup_steps=2", "eval.runs=0", "name=stopped"]
     proc = subprocess.Popen([sys.executable, "-m", "mltk", *base, "match.iterations=100000"], cwd=mltk_env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     runs = mltk_env / "runs" / "condense"

@@ -67,7 +67,7 @@ def test_twenty_iterations_of_kfs_lower_the_matching_loss(mltk_env):
 
 def test_resumed_condensation_is_bit_identical(cli, mltk_env):
     # 10 warm-up steps then 10 matching iterations; resume from the end of the warm-up.
-    run = ["--ipc", "1", *TINY, "match.iterations=10", "match.ckpt_every=5", "match.keep_checkpoints=4",
+    run = ["--ipc", "1", *TINY, "match.iterations=10", "train.ckpt_every=5", "train.keep_checkpoints=4",
            "--format", "json"]
     whole = cli("condense", "digits", *run)
     assert whole.code == 0, whole.stderr
