@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -32,6 +33,47 @@ C = TypeVar("C")
 
 # ---------------------------------------------------------------- reading layers
 
+# A config is a few hundred values; one whose aliases expand past this is an alias bomb, not a config.
+MAX_EXPANDED_NODES = 100_000
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 3, 6, 6, 80, 80
+
+
+def _shown(value: Any) -> str:
+    """A value as an error message shows it: bounded, however large or deeply shared the value is."""
+    return _SHORT.repr(value)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML itself keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {_shown(key)} is given twice (first on line {seen[key] + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(value: Any) -> int:
+    """How many values ``value`` holds with every YAML alias expanded (shared objects counted each time)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        if id(node) not in sizes:
+            sizes[id(node)] = 0  # a cycle counts once
+            children = node.values() if isinstance(node, dict) else node
+            sizes[id(node)] = min(1 + sum(size(child) for child in children), MAX_EXPANDED_NODES + 1)
+        return sizes[id(node)]
+
+    return size(value)
+
 
 def read_yaml(path: str | Path) -> dict:
     """A YAML mapping from ``path``; a missing file or a non-mapping is a ConfigError."""
@@ -40,12 +82,18 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError([f"{path}: no such file"], source="--config",
                           hint="check the path, or list presets with `mltk recipes`")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_StrictLoader)  # noqa: S506 (a safe loader)
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not a text file"], source="--config",
+                          hint="give a YAML file of keys and values") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError([f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})"],
                           source="--config") from None
+    if _expanded_size(data) > MAX_EXPANDED_NODES:
+        raise ConfigError([f"{path}: its aliases expand to more than {MAX_EXPANDED_NODES} values"],
+                          source="--config", hint="a config holds keys and values; write them out")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -73,6 +121,9 @@ def parse_overrides(items: list[str]) -> dict:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
+        if _expanded_size(value) > MAX_EXPANDED_NODES:
+            problems.append(f"{key}: its value's aliases expand to more than {MAX_EXPANDED_NODES} values")
+            continue
         _set_dotted(tree, key.split("."), value)
     if problems:
         raise ConfigError(problems, source="overrides")
@@ -124,7 +175,7 @@ def _build_section(cls: type, tree: Any, prefix: str, problems: list[str]) -> An
         if _has_name_field(cls):
             tree = {"name": tree}
         else:
-            problems.append(f"{prefix.rstrip('.')}: is a section, expected a mapping, got {tree!r}")
+            problems.append(f"{prefix.rstrip('.')}: is a section, expected a mapping, got {_shown(tree)}")
             return None
     problems_before = len(problems)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -181,7 +232,7 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
             converted = _convert(option, value, path, trial)
             if not trial:
                 return converted
-        problems.append(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        problems.append(f"{path}: expected {_type_name(tp)}, got {_shown(value)}")
         return None
     if origin is Literal:
         choices = typing.get_args(tp)
@@ -189,11 +240,11 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
             return value
         near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
         hint = f"; did you mean '{near[0]}'?" if near else ""
-        problems.append(f"{path}: {value!r} is not one of {', '.join(map(str, choices))}{hint}")
+        problems.append(f"{path}: {_shown(value)} is not one of {', '.join(map(str, choices))}{hint}")
         return None
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            problems.append(f"{path}: expected a list, got {value!r}")
+            problems.append(f"{path}: expected a list, got {_shown(value)}")
             return None
         args = typing.get_args(tp)
         item_type = args[0] if args else Any
@@ -201,7 +252,7 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
         return tuple(items) if origin is tuple else items
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            problems.append(f"{path}: expected a mapping, got {value!r}")
+            problems.append(f"{path}: expected a mapping, got {_shown(value)}")
             return None
         return dict(value)
     if tp is Any:
@@ -209,7 +260,7 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        problems.append(f"{path}: expected true or false, got {value!r}")
+        problems.append(f"{path}: expected true or false, got {_shown(value)}")
         return None
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -221,7 +272,7 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
                 return int(value)
             except ValueError:
                 pass
-        problems.append(f"{path}: expected an integer, got {value!r}")
+        problems.append(f"{path}: expected an integer, got {_shown(value)}")
         return None
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -231,14 +282,14 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
                 return float(value)
             except ValueError:
                 pass
-        problems.append(f"{path}: expected a number, got {value!r}")
+        problems.append(f"{path}: expected a number, got {_shown(value)}")
         return None
     if tp is str:
         if isinstance(value, str):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-        problems.append(f"{path}: expected a string, got {value!r}")
+        problems.append(f"{path}: expected a string, got {_shown(value)}")
         return None
     raise TypeError(f"config field {path} has a type mltk cannot check: {tp!r}")
 
