@@ -104,6 +104,10 @@ def read_safetensors_header(path: Path) -> tuple[dict, int]:
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise ArtifactError(f"{path}: corrupt safetensors header (not JSON)",
                             hint="the file is corrupt; re-create it") from None
+    problem = _header_problem(header)
+    if problem:
+        raise ArtifactError(f"{path}: corrupt safetensors header ({problem})",
+                            hint="the file is corrupt; re-create it")
     data_end = max((entry["data_offsets"][1] for key, entry in header.items()
                     if key != "__metadata__"), default=0)
     if 8 + header_len + data_end > size:
@@ -113,13 +117,36 @@ def read_safetensors_header(path: Path) -> tuple[dict, int]:
     return header, header_len
 
 
+def _header_problem(header: Any) -> str | None:
+    """What makes a parsed safetensors header malformed, or None: checked before any entry is trusted."""
+    if not isinstance(header, dict):
+        return f"a JSON {type(header).__name__}, not an object"
+    for key, entry in header.items():
+        name = key[:80]
+        if key == "__metadata__":
+            if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
+                return "__metadata__ is not a mapping of strings"
+            continue
+        if not isinstance(entry, dict):
+            return f"entry {name!r} is not an object"
+        offsets, shape = entry.get("data_offsets"), entry.get("shape")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
+                and 0 <= offsets[0] <= offsets[1]):
+            return f"entry {name!r} has no valid data_offsets"
+        if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+            return f"entry {name!r} has no valid shape"
+        if not isinstance(entry.get("dtype"), str):
+            return f"entry {name!r} has no dtype"
+    return None
+
+
 def load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) of a safetensors file on CPU, with clear errors for bad files."""
     path = Path(path)
     header, _ = read_safetensors_header(path)
     try:
         tensors = load_safetensors_bytes(path.read_bytes())
-    except SafetensorError as exc:
+    except (SafetensorError, ValueError, TypeError, RuntimeError) as exc:
         raise ArtifactError(f"{path}: unreadable safetensors file ({exc})",
                             hint="the file is corrupt; re-create it") from None
     return tensors, dict(header.get("__metadata__") or {})
@@ -176,7 +203,11 @@ def load_state_tree(path: Path) -> Any:
             return [decode(v) for v in node]
         return node
 
-    return decode(json.loads(metadata["mltk_state"]))
+    try:
+        return decode(json.loads(metadata["mltk_state"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{path}: corrupt mltk state file ({type(exc).__name__}: {str(exc)[:200]})",
+                            hint="the file is corrupt; re-create it") from None
 
 
 def _encode_key(key: Any) -> Any:
