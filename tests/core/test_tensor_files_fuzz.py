@@ -11,7 +11,12 @@ import pytest
 import torch
 
 from mltk.core.errors import ArtifactError
-from mltk.core.tensor_files import load_safetensors, load_state_tree, save_safetensors, save_state_tree
+from mltk.core.tensor_files import (
+    load_safetensors,
+    load_state_tree,
+    save_safetensors,
+    save_state_tree,
+)
 
 
 def _mutations(data: bytes, rng: random.Random):
