@@ -13,7 +13,7 @@ from mltk.data.catalog import (
     load_dataset,
 )
 from mltk.data.dataset import ImageDataset
-from mltk.data.splits import DataSpec, DataSplits, holdout, load_splits
+from mltk.data.splits import DataSpec, DataSplits, holdout, load_split, load_splits
 
 __all__ = [
     "DataSpec",
@@ -25,5 +25,6 @@ __all__ = [
     "describe_datasets",
     "holdout",
     "load_dataset",
+    "load_split",
     "load_splits",
 ]

@@ -2,8 +2,11 @@
 
 If the root (or, in a folder or zip whose root holds one single folder, that
 folder) holds only ``train/``, ``val/`` and ``test/`` folders of class
-folders, those are the splits; otherwise everything is the "train" split.
-A dataset with ``val/`` but no ``test/`` serves ``val/`` as its test split.
+folders, those are the splits; otherwise everything is one split, served as
+whichever split is asked for (a user's own test set is usually just class
+folders) and named "train": training refuses to test on it unless a test
+split is held out of it (see ``load_splits``). A dataset with ``val/`` but no
+``test/`` serves ``val/`` as its test split.
 Class names are the class folder names, sorted, across all splits, so a
 label means the same class in every split. Files below a class folder count
 at any depth, as in torchvision's ImageFolder.
@@ -34,7 +37,7 @@ def read_imagefolder(path: Path, split: str, name: str) -> ImageDataset:
                 "an image folder holds PATH/<class>/<image> files",
             )
         splits = find_splits(images)
-        folder = _split_folder(splits, split, name, path)
+        served, folder = _split_folder(splits, split, name, path)
         class_names = sorted(
             {label for prefix in splits.values() for n in images if (label := _class_of(n, prefix))}
         )
@@ -52,7 +55,7 @@ def read_imagefolder(path: Path, split: str, name: str) -> ImageDataset:
         labels=torch.tensor([label for label, _ in members], dtype=torch.int64),
         class_names=class_names,
         name=name,
-        split=split if split in splits else "val",
+        split=served,
     )
 
 
@@ -87,11 +90,14 @@ def _class_of(name: str, prefix: str) -> str:
     return rest.split("/", 1)[0] if "/" in rest else ""
 
 
-def _split_folder(splits: dict[str, str], split: str, name: str, path: Path) -> str:
+def _split_folder(splits: dict[str, str], split: str, name: str, path: Path) -> tuple[str, str]:
+    """(name of the split served, its folder prefix) for a request of ``split``."""
     if split in splits:
-        return splits[split]
+        return split, splits[split]
+    if list(splits) == ["train"] and not any(f"/{s}/" in f"/{splits['train']}" for s in SPLIT_FOLDERS):
+        return "train", splits["train"]  # class folders and nothing else: one split for every request
     if split == "test" and "val" in splits:
-        return splits["val"]
+        return "val", splits["val"]
     hint = f"{path} has the split(s) {', '.join(splits)}"
     if split == "test":
         hint += (

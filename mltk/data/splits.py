@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mltk.core.errors import ConfigError
+from mltk.core.errors import ConfigError, UsageError
 from mltk.data.catalog import load_dataset
 from mltk.data.dataset import ImageDataset
 
@@ -68,6 +68,9 @@ def load_splits(spec: DataSpec) -> DataSplits:
         )
     else:
         train, test = load("train"), load("test")
+        if test.split == "train":  # a dataset of one split serves it for every request
+            raise UsageError(f"{spec.name} has no test split of its own: it would test on its training images",
+                             hint="hold a test split out with data.test_holdout=0.1 (a fraction or a count)")
     val = None
     if spec.val_holdout:
         train, val = holdout(
@@ -78,6 +81,22 @@ def load_splits(spec: DataSpec) -> DataSplits:
             config_key="data.val_holdout",
         )
     return DataSplits(train=train, val=val, test=test)
+
+
+def load_split(spec: DataSpec, split: str) -> ImageDataset:
+    """One split as ``spec`` defines it: through ``load_splits`` when it has hold-outs, else read alone.
+
+    Without hold-outs only the asked split is read, so scoring on a folder of
+    test images needs no training images.
+    """
+    if spec.test_holdout or spec.val_holdout:
+        splits = load_splits(spec)
+        dataset = {"train": splits.train, "val": splits.val, "test": splits.test}.get(split)
+        if dataset is None:
+            raise UsageError(f"{spec.name} has no {split!r} split here",
+                             hint="use --split test or train, or give data.val_holdout when training")
+        return dataset
+    return load_dataset(spec.name, split, data_dir=spec.data_dir, download=spec.download)
 
 
 def holdout(

@@ -123,3 +123,16 @@ def test_path_errors(tmp_path, formats, monkeypatch):
     formats.write_tree(tmp_path / "data" / "pets", files)
     monkeypatch.chdir(tmp_path / "empty")
     assert len(load_dataset("imagefolder:pets", data_dir=tmp_path / "data")) == 2
+
+
+def test_a_folder_of_class_folders_serves_any_split_but_training_refuses_to_test_on_it(tmp_path, formats):
+    from mltk.data import DataSpec, load_splits
+
+    files, _ = png_tree(formats, np.random.default_rng(2), {"cat": 3, "dog": 3})
+    formats.write_tree(tmp_path / "mine", files)
+    spec = f"imagefolder:{tmp_path / 'mine'}"
+    assert len(load_dataset(spec, "test")) == 6 and len(load_dataset(spec, "val")) == 6
+    with pytest.raises(UsageError, match="no test split of its own.*data.test_holdout"):
+        load_splits(DataSpec(name=spec))
+    held = load_splits(DataSpec(name=spec, test_holdout=2))
+    assert len(held.train) == 4 and len(held.test) == 2

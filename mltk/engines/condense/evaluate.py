@@ -22,7 +22,7 @@ from mltk.core.device import resolve_device
 from mltk.core.distributed import DistInfo, all_reduce_sum
 from mltk.core.errors import UsageError
 from mltk.core.seeding import derive_seed, seed_everything
-from mltk.data import DataSpec, dataset_info, load_splits
+from mltk.data import DataSpec, dataset_info, load_split
 from mltk.data.dataset import ImageDataset
 from mltk.engines.condense.artifact import CondensedSet, load_condensed
 from mltk.engines.condense.config import EvalSpec, NetSpec
@@ -98,10 +98,7 @@ def real_split(cset: CondensedSet, request: EvalRequest) -> tuple[DataSpec, Imag
     spec = DataSpec(name=request.data) if request.data else cset.data_spec()
     if request.data_dir:
         spec = dataclasses.replace(spec, data_dir=request.data_dir)
-    splits = load_splits(spec)
-    dataset = {"train": splits.train, "val": splits.val, "test": splits.test}.get(request.split)
-    if dataset is None:
-        raise UsageError(f"{spec.name} has no {request.split!r} split here", hint="use --split test")
+    dataset = load_split(spec, request.split)
     if dataset.num_classes != len(cset.class_names):
         raise UsageError(f"{spec.name} has {dataset.num_classes} classes, {cset.source} was condensed to "
                          f"{len(cset.class_names)}", hint="evaluate on the dataset it was condensed from")

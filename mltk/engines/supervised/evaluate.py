@@ -8,7 +8,7 @@ from mltk.core.catalog import EvalRequest, EvalResult, register_protocol
 from mltk.core.console import Reporter
 from mltk.core.device import resolve_device
 from mltk.core.errors import UsageError
-from mltk.data import DataSpec, load_dataset, load_splits
+from mltk.data import DataSpec, load_split
 from mltk.nn.artifacts import load_classifier
 from mltk.nn.evaluation import evaluate_classifier
 
@@ -37,24 +37,12 @@ def data_spec_for(task: dict, request: EvalRequest, where: str) -> DataSpec:
     return spec
 
 
-def split_of(spec: DataSpec, split: str):
-    """The ``split`` the spec defines: hold-outs applied where the spec has them, else the dataset's own."""
-    if split == "test" or spec.test_holdout or spec.val_holdout:
-        splits = load_splits(spec)
-        dataset = {"train": splits.train, "val": splits.val, "test": splits.test}.get(split)
-        if dataset is None:
-            raise UsageError(f"{spec.name} has no {split!r} split here",
-                             hint="use --split test or train, or give data.val_holdout when training")
-        return dataset
-    return load_dataset(spec.name, split, data_dir=spec.data_dir, download=spec.download)
-
-
 @register_protocol("accuracy", description="top-1 accuracy and cross-entropy of a classifier on a labelled split")
 def accuracy_protocol(request: EvalRequest, reporter: Reporter) -> EvalResult:
     request.parse_options(NoOptions)
     loaded = load_classifier(request.ref)
     spec = data_spec_for(loaded.task, request, loaded.source)
-    dataset = split_of(spec, request.split)
+    dataset = load_split(spec, request.split)
     args = loaded.arch_args
     expected = (args["in_channels"], args["image_size"], args["image_size"])
     if tuple(dataset.image_shape) != expected:
