@@ -1,5 +1,6 @@
-"""Fixtures of the detox tests: a tiny byte-level BPE tokenizer, a tiny GPT-2 LM and small labelled corpora
-in the official file layouts, all built here (no download, no shared data)."""
+"""Fixtures the engine tests share, all built here (no download, no shared data): for detox a tiny
+byte-level BPE tokenizer, a tiny GPT-2 LM and small labelled corpora in the official file layouts; for
+quantize a small trained float classifier."""
 
 from __future__ import annotations
 
@@ -10,6 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from mltk.core import config
+from mltk.core.catalog import get_recipe, preset_path
+from mltk.core.console import Reporter
+from mltk.core.registry import Registry
+from mltk.core.run_recipe import run_recipe
 
 NONTOXIC = ["what a lovely day in the park", "the cat sat on the warm mat", "we planted flowers by the river",
             "thank you for the kind letter", "the train left the station on time", "she read a good book today",
@@ -60,3 +67,26 @@ def detox_files(tmp_path_factory) -> dict[str, Path]:
     (root / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts))
     return {"root": root, "tokenizer": root / "tokenizer", "lm": root / "lm", "labelled": root / "labelled.csv",
             "corpus": root / "corpus.txt", "prompts": root / "prompts.jsonl"}
+
+
+FP_OVERRIDES = ["model.options.width=16", "model.options.depth=3", "model.options.norm=batchnorm",
+                "train.epochs=6", "train.batch_size=32", "optim.lr=0.05", "name=fp-convnet"]
+
+
+@pytest.fixture(scope="session")
+def fp_digits(tmp_path_factory) -> Path:
+    """An exported artifact folder (card.json + model.safetensors): a ConvNet-3 of width 16 on digits.
+
+    Three conv layers and a classifier: the first conv and the classifier stay
+    float, so two layers are quantized.
+    """
+    root = tmp_path_factory.mktemp("fp-digits")
+    entry = get_recipe("supervised")
+    cfg = config.resolve(entry.config_class, preset=preset_path("supervised", "digits"), overrides=FP_OVERRIDES)
+    registry = Registry(root / "home")
+    results = run_recipe(entry, cfg, resume=None, runs_root=root / "runs", registry=registry,
+                         reporter=Reporter("quiet"))
+    assert results["metrics"]["test_accuracy"] > 0.85, results["metrics"]
+    out = root / "fp-convnet"
+    registry.export(results["artifact"], out)
+    return out

@@ -1,0 +1,142 @@
+"""What every registered recipe must do, checked the same way for each: a tiny run stopped mid-way (as
+Ctrl-C does) exits 130 with a checkpoint, and resumed it ends with artifacts bit-identical to the run
+that went straight through; and it trains on two gloo ranks.
+
+A new recipe gets these checks by adding its tiny config to ``TINY`` (the first test fails until it
+does). A recipe that fits in one closed-form step (no step loop) says so with ``stop_at=None``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from mltk.core.catalog import recipes
+from mltk.core.registry import Registry
+from mltk.core.run_recipe import RunContext
+from mltk.core.tensor_files import load_safetensors
+
+CHECKPOINTS = ["train.ckpt_every=2", "train.keep_checkpoints=20"]
+TEXT_LOOP = ["train.steps=6", "train.batch_size=4", "train.seq_len=16", "train.log_every=2",
+             "train.eval_batch_size=8"]
+VIT = ["model.options.width=32", "model.options.depth=1", "model.options.heads=2", "model.decoder.width=16",
+       "model.decoder.depth=1", "model.decoder.heads=2", "train.batch_size=32", "eval.knn_train_images=0",
+       "eval.test_images=50"]
+
+
+@dataclasses.dataclass
+class Tiny:
+    """A recipe's tiny run: ``overrides(env)`` gives its key=value list; ``stop_at`` the step Ctrl-C comes at."""
+
+    overrides: Callable[[dict], list[str]]
+    stop_at: int | None = 3
+
+
+def _mae_encoder(env) -> str:
+    trained = env["cli"]("train", "mae", *VIT, "train.max_steps=2", "name=tiny-mae", "--format", "quiet")
+    assert trained.code == 0, trained.stderr
+    return trained.stdout.strip()
+
+
+TINY: dict[str, Tiny] = {
+    "supervised": Tiny(lambda env: ["model.options.width=8", "model.options.depth=1", "train.batch_size=32",
+                                    "train.max_steps=6"]),
+    "mae": Tiny(lambda env: [*VIT, "train.max_steps=6"]),
+    "rc-mae": Tiny(lambda env: [*VIT, "train.max_steps=6"]),
+    # Stopped inside the second stage (self-distillation), resumed there.
+    "sdft": Tiny(lambda env: ["train.batch_size=32", "train.steps=2", "train.distill_steps=4",
+                              "eval.knn_train_images=0", "eval.test_images=50", f"init={_mae_encoder(env)}"],
+                 stop_at=4),
+    "condense": Tiny(lambda env: ["data=digits", "ipc=1", "model.options.width=8", "match.iterations=4",
+                                  "match.batch_real=16", "kfs.warmup_steps=2", "eval.runs=0"]),
+    "quantize": Tiny(lambda env: [f"model.ref={env['fp_digits']}", "train.max_steps=6", "calibration.images=64"]),
+    "lm": Tiny(lambda env: [f"tokenizer={env['detox']['tokenizer']}", f"data=text:{env['detox']['corpus']}",
+                            "data.sources=[]", "model.n_layer=1", "model.n_embd=32", "model.n_head=2",
+                            "model.n_positions=64", *TEXT_LOOP]),
+    "adlm": Tiny(lambda env: [f"lm={env['detox']['lm']}", f"data=labelled:{env['detox']['labelled']}",
+                              "adlm.fisher_sequences=2", *TEXT_LOOP]),
+    "dapt": Tiny(lambda env: [f"lm={env['detox']['lm']}", f"data=labelled:{env['detox']['labelled']}",
+                              *TEXT_LOOP]),
+    "dexperts": Tiny(lambda env: [f"lm={env['detox']['lm']}", f"data=labelled:{env['detox']['labelled']}",
+                                  *TEXT_LOOP]),
+    "toxicity-scorer": Tiny(lambda env: [f"data=labelled:{env['detox']['labelled']}", "data.part=[0,1]",
+                                         "extra_test=[]", "reference_rtp=[]", "model.features=4096",
+                                         "model.test_fraction=0.3"], stop_at=None),
+}
+REGISTERED = [entry.name for entry in recipes()]
+
+
+def test_every_registered_recipe_has_a_tiny_run():
+    assert [name for name in REGISTERED if name not in TINY] == []
+
+
+def _artifact_tensors(ref: str) -> dict[str, torch.Tensor]:
+    record = Registry().resolve(ref)
+    tensors = {}
+    for path in sorted(Path(record.path).glob("*.safetensors")):
+        tensors.update({f"{path.name}/{k}": v for k, v in load_safetensors(path)[0].items()})
+    return tensors
+
+
+@pytest.fixture
+def env(cli, mltk_env, request) -> dict:
+    found = {"cli": cli}
+    if any(k in request.node.name for k in ("lm", "adlm", "dapt", "dexperts", "toxicity")):
+        found["detox"] = request.getfixturevalue("detox_files")
+    if "quantize" in request.node.name:
+        found["fp_digits"] = request.getfixturevalue("fp_digits")
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", REGISTERED)
+def test_stopped_and_resumed_ends_bit_identical(recipe, env, mltk_env, monkeypatch):
+    cli, tiny = env["cli"], TINY[recipe]
+    args = ["train", recipe, *tiny.overrides(env), *(CHECKPOINTS if tiny.stop_at else []), "--format", "json"]
+    straight = cli(*args, "name=straight")
+    assert straight.code == 0, straight.stderr
+
+    if tiny.stop_at is None:  # no steps to stop between: the same config must give the same artifact
+        again = cli(*args, "name=again")
+        assert again.code == 0, again.stderr
+        resumed = again
+    else:
+        asked = RunContext.stop_if_asked
+
+        def stop_at(self, step, total, checkpoint):
+            if step == tiny.stop_at:
+                self.request_stop()  # what Ctrl-C / SIGTERM do
+            return asked(self, step, total, checkpoint)
+
+        monkeypatch.setattr(RunContext, "stop_if_asked", stop_at)
+        stopped = cli(*args, "name=stopped")
+        assert stopped.code == 130, stopped.stderr
+        assert f"stopped at step {tiny.stop_at}" in stopped.stderr
+        monkeypatch.setattr(RunContext, "stop_if_asked", asked)
+        (run_dir,) = (mltk_env / "runs" / recipe).glob("*-stopped")
+        resumed = cli(*args, "name=stopped", "--resume", str(run_dir))
+        assert resumed.code == 0, resumed.stderr
+        assert resumed.json()["resumed_from"].endswith(f"step-{tiny.stop_at}")
+
+    expected, found = _artifact_tensors(straight.json()["artifact"]), _artifact_tensors(resumed.json()["artifact"])
+    assert expected.keys() == found.keys() and expected
+    different = [k for k in expected if not torch.equal(expected[k], found[k])]
+    assert different == []
+
+
+# These compare two ranks' parameters with one process's in their own tests; the rest only need to train.
+COMPARED_ELSEWHERE = {"supervised": "test_supervised_ddp.py", "condense": "test_condense_ddp.py",
+                      "rc-mae": "mim/test_mim_ddp.py", "sdft": "mim/test_mim_ddp.py"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", [name for name in REGISTERED if name not in COMPARED_ELSEWHERE])
+def test_trains_on_two_gloo_ranks(recipe, env, cli_process):
+    result = cli_process("train", recipe, *TINY[recipe].overrides(env), "name=ranks", "--nproc-per-node", "2",
+                         "--format", "json", timeout=300)
+    assert result.code == 0, result.stderr
+    assert result.json()["world_size"] == 2 and result.json()["artifact"] == "ranks:1"
