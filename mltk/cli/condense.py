@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from mltk.cli.launching import relaunch_if_asked, with_launch_options
 from mltk.cli.render import FormatOption, emit, format_value, key_values, reporter_for, run_rows
 from mltk.core import config as config_mod
 from mltk.core import distributed
@@ -15,10 +16,10 @@ from mltk.core.registry import Registry, validate_name
 from mltk.core.run_recipe import run_recipe
 from mltk.engines.condense import export_condensed, load_condensed
 
-_DIST = "Distributed (torchrun)"
 RECIPE = "condense"
 
 
+@with_launch_options
 def condense(
     dataset: str = typer.Argument(..., help="dataset name (see `mltk data ls`), imagefolder:PATH or npz:PATH"),
     overrides: list[str] = typer.Argument(None, metavar="[KEY=VALUE]...",
@@ -33,16 +34,7 @@ def condense(
                                help="auto (same config, unfinished), last (newest run), or a run/ckpt folder"),
     runs_dir: Path = typer.Option(None, "--runs-dir", help="where run folders go [default: $MLTK_RUNS or ./runs]"),
     fmt: str = FormatOption,
-    nproc_per_node: int = typer.Option(1, "--nproc-per-node", rich_help_panel=_DIST,
-                                       help="processes on this machine; each embeds a slice of the real batches"),
-    nnodes: str = typer.Option("1", "--nnodes", rich_help_panel=_DIST, help="number of machines, or MIN:MAX"),
-    node_rank: int = typer.Option(0, "--node-rank", rich_help_panel=_DIST),
-    rdzv_backend: str = typer.Option("c10d", "--rdzv-backend", rich_help_panel=_DIST),
-    rdzv_endpoint: str = typer.Option(None, "--rdzv-endpoint", rich_help_panel=_DIST, help="host:port"),
-    rdzv_id: str = typer.Option(None, "--rdzv-id", rich_help_panel=_DIST),
-    master_addr: str = typer.Option(None, "--master-addr", rich_help_panel=_DIST),
-    master_port: int = typer.Option(None, "--master-port", rich_help_panel=_DIST),
-    max_restarts: int = typer.Option(0, "--max-restarts", rich_help_panel=_DIST),
+    launch: distributed.LaunchOptions = None,
 ) -> None:
     """Condense a dataset into IPC images' worth of stored floats; store it as an artifact.
 
@@ -64,19 +56,7 @@ def condense(
     cfg = config_mod.resolve(entry.config_class, preset=preset_file, config_file=config_file,
                              overrides=flags + user_overrides)
     validate_name(cfg.artifact_name())
-    launch = distributed.LaunchOptions(
-        nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank, rdzv_backend=rdzv_backend,
-        rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id, master_addr=master_addr, master_port=master_port,
-        max_restarts=max_restarts)
-    if launch.wanted and not distributed.under_torchrun():
-        worker = [RECIPE, dataset, *user_overrides, "--format", fmt]
-        for flag, value in (("--ipc", ipc), ("--method", method), ("--preset", chosen), ("--resume", resume)):
-            if value is not None:
-                worker += [flag, str(value)]
-        for flag, path in (("--config", config_file), ("--runs-dir", runs_dir), ("--export", export)):
-            if path:
-                worker += [flag, str(Path(path).resolve())]
-        raise typer.Exit(distributed.launch(launch, worker))
+    relaunch_if_asked(launch)
 
     results = run_recipe(entry, cfg, resume=resume, runs_root=runs_dir or runs_root(), registry=Registry(),
                          reporter=reporter)

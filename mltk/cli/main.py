@@ -13,7 +13,7 @@ import traceback
 import typer
 
 from mltk import __version__
-from mltk.cli import artifacts, evaluate, info, train
+from mltk.cli import artifacts, evaluate, info, launching, train
 from mltk.cli.condense import condense as condense_command
 from mltk.cli.detox import detox_generate as detox_generate_command
 from mltk.cli.quantize import quantize as quantize_command
@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     for help, ``--version`` and success; mltk's own errors and bugs reach here.
     """
     debug = bool(os.environ.get("MLTK_DEBUG"))
+    launching.invoked_args = list(sys.argv[1:] if argv is None else argv)
     try:
         app(args=argv, prog_name="mltk")
     except MltkError as exc:

@@ -6,13 +6,17 @@ from pathlib import Path
 
 import typer
 
+from mltk.cli.launching import relaunch_if_asked, with_launch_options
 from mltk.cli.render import FormatOption, emit, format_value, key_values, reporter_for, run_rows
+from mltk.core import distributed
+from mltk.core.catalog import get_recipe
 from mltk.core.paths import runs_root
 from mltk.core.registry import Registry
 from mltk.core.run_recipe import run_recipe
-from mltk.engines.quantize import QUANTIZE_ENTRY, quantize_presets, resolve_config
+from mltk.engines.quantize import RECIPE_NAME, quantize_presets, resolve_config
 
 
+@with_launch_options
 def quantize(
     model: str = typer.Argument(..., help="registry reference (name, name:3, name@best), an exported folder, "
                                           "or a file: .pt/.pth state_dict, .safetensors"),
@@ -37,6 +41,7 @@ def quantize(
                                help="auto (same config, unfinished), last (newest run), or a run/ckpt folder"),
     runs_dir: Path = typer.Option(None, "--runs-dir", help="where run folders go (default: $MLTK_RUNS or ./runs)"),
     fmt: str = FormatOption,
+    launch: distributed.LaunchOptions = None,
 ) -> None:
     """Quantize a classifier (1-bit BiTAT by default) and store it, packed, in the registry.
 
@@ -52,8 +57,10 @@ def quantize(
                        ("model.arch", arch), ("name", name)):
         if value is not None:
             flags.append(f"{key}={_quoted(value)}")
+    # Resolve before anything starts, so a bad key fails fast, on one process.
     cfg = resolve_config(preset=preset, config_file=config_file, overrides=[*flags, *(overrides or [])])
-    results = run_recipe(QUANTIZE_ENTRY, cfg, resume=resume, runs_root=runs_dir or runs_root(),
+    relaunch_if_asked(launch)
+    results = run_recipe(get_recipe(RECIPE_NAME), cfg, resume=resume, runs_root=runs_dir or runs_root(),
                          registry=Registry(), reporter=reporter)
     if results["artifact"] is None:  # not the main rank
         return

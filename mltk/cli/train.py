@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from mltk.cli.launching import relaunch_if_asked, with_launch_options
 from mltk.cli.render import FormatOption, emit, format_value, key_values, reporter_for, run_rows
 from mltk.core import config as config_mod
 from mltk.core import distributed
@@ -14,9 +15,8 @@ from mltk.core.paths import runs_root
 from mltk.core.registry import Registry, validate_name
 from mltk.core.run_recipe import run_recipe
 
-_DIST = "Distributed (torchrun)"
 
-
+@with_launch_options
 def train(
     recipe: str = typer.Argument(..., help="recipe name (see `mltk recipes`)"),
     overrides: list[str] = typer.Argument(None, metavar="[KEY=VALUE]...",
@@ -27,16 +27,7 @@ def train(
                                help="auto (same config, unfinished), last (newest run), or a run/ckpt folder"),
     runs_dir: Path = typer.Option(None, "--runs-dir", help="where run folders go [default: $MLTK_RUNS or ./runs]"),
     fmt: str = FormatOption,
-    nproc_per_node: int = typer.Option(1, "--nproc-per-node", rich_help_panel=_DIST,
-                                       help="processes on this machine (gloo on CPU, nccl on CUDA)"),
-    nnodes: str = typer.Option("1", "--nnodes", rich_help_panel=_DIST, help="number of machines, or MIN:MAX"),
-    node_rank: int = typer.Option(0, "--node-rank", rich_help_panel=_DIST),
-    rdzv_backend: str = typer.Option("c10d", "--rdzv-backend", rich_help_panel=_DIST),
-    rdzv_endpoint: str = typer.Option(None, "--rdzv-endpoint", rich_help_panel=_DIST, help="host:port"),
-    rdzv_id: str = typer.Option(None, "--rdzv-id", rich_help_panel=_DIST),
-    master_addr: str = typer.Option(None, "--master-addr", rich_help_panel=_DIST),
-    master_port: int = typer.Option(None, "--master-port", rich_help_panel=_DIST),
-    max_restarts: int = typer.Option(0, "--max-restarts", rich_help_panel=_DIST),
+    launch: distributed.LaunchOptions = None,
 ) -> None:
     """Train a recipe; prints the results and stores the model in the registry."""
     reporter = reporter_for(fmt)
@@ -48,19 +39,7 @@ def train(
                              overrides=overrides)
     if hasattr(cfg, "artifact_name"):
         validate_name(cfg.artifact_name())
-    launch = distributed.LaunchOptions(
-        nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank, rdzv_backend=rdzv_backend,
-        rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id, master_addr=master_addr, master_port=master_port,
-        max_restarts=max_restarts)
-    if launch.wanted and not distributed.under_torchrun():
-        worker = ["train", entry.name, *overrides, "--preset", preset_file.stem, "--format", fmt]
-        if config_file:
-            worker += ["--config", str(Path(config_file).resolve())]
-        if resume:
-            worker += ["--resume", resume]
-        if runs_dir:
-            worker += ["--runs-dir", str(Path(runs_dir).resolve())]
-        raise typer.Exit(distributed.launch(launch, worker))
+    relaunch_if_asked(launch)
 
     results = run_recipe(entry, cfg, resume=resume, runs_root=runs_dir or runs_root(),
                          registry=Registry(), reporter=reporter)

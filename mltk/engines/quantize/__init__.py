@@ -5,18 +5,18 @@ and ``quantized-classifier`` artifact kinds, so ``mltk eval`` runs quantized
 artifacts in their deployed form.
 """
 
-from mltk.engines.quantize.api import QUANTIZE_ENTRY, quantize, quantize_presets, resolve_config
+from mltk.engines.quantize.api import quantize, quantize_presets, resolve_config
 from mltk.engines.quantize.artifact import KIND_BINARY, KIND_QUANTIZED, load_quantized
 from mltk.engines.quantize.config import QuantizeConfig
 from mltk.engines.quantize.packing import pack_signs, unpack_signs
-from mltk.engines.quantize.recipe import QuantizeRecipe
+from mltk.engines.quantize.recipe import RECIPE_NAME, QuantizeRecipe
 
 __all__ = [
     "KIND_BINARY",
     "KIND_QUANTIZED",
-    "QUANTIZE_ENTRY",
     "QuantizeConfig",
     "QuantizeRecipe",
+    "RECIPE_NAME",
     "load_quantized",
     "pack_signs",
     "quantize",

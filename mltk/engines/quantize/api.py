@@ -10,22 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from mltk.core import config as config_mod
-from mltk.core.catalog import RecipeEntry, preset_names, preset_path
+from mltk.core.catalog import get_recipe, preset_names, preset_path
 from mltk.core.console import Reporter
-from mltk.core.errors import ConfigError
 from mltk.core.paths import runs_root as default_runs_root
 from mltk.core.registry import Registry, validate_name
 from mltk.core.run_recipe import run_recipe
-from mltk.engines.quantize.config import QuantizeConfig, config_problems
-from mltk.engines.quantize.recipe import RECIPE_NAME, QuantizeRecipe
+from mltk.engines.quantize.config import QuantizeConfig
+from mltk.engines.quantize.recipe import RECIPE_NAME
 
 DEFAULT_PRESET = "digits"
-
-# Not registered as a ``mltk train`` recipe: quantization starts from a model,
-# which ``mltk quantize <model>`` takes as its argument.
-QUANTIZE_ENTRY = RecipeEntry(name=RECIPE_NAME, description="quantization-aware training: BiTAT, XNOR-Net, "
-                             "ReActNet (1 bit), uniform 2/4/8 bit", config_class=QuantizeConfig,
-                             recipe_class=QuantizeRecipe, default_preset=DEFAULT_PRESET)
 
 
 def quantize_presets() -> list[str]:
@@ -37,10 +30,6 @@ def resolve_config(*, preset: str | None = None, config_file: Path | None = None
     """The run's config: defaults < preset < config file < overrides, checked in full."""
     cfg = config_mod.resolve(QuantizeConfig, preset=preset_path(RECIPE_NAME, preset or DEFAULT_PRESET),
                              config_file=config_file, overrides=list(overrides))
-    problems = config_problems(cfg)
-    if problems:
-        raise ConfigError(problems, hint="see `mltk quantize --help`; every key is in the presets under "
-                                         "mltk/presets/quantize")
     validate_name(cfg.artifact_name())
     return cfg
 
@@ -50,5 +39,5 @@ def quantize(ref: str, *, overrides: list[str] | tuple[str, ...] = (), preset: s
              registry: Registry | None = None, reporter: Reporter | None = None) -> dict:
     """Quantize the model ``ref``; the results dict of :func:`run_recipe` (artifact, metrics, run_dir)."""
     cfg = resolve_config(preset=preset, config_file=config_file, overrides=[f"model.ref={ref}", *overrides])
-    return run_recipe(QUANTIZE_ENTRY, cfg, resume=resume, runs_root=runs_root or default_runs_root(),
+    return run_recipe(get_recipe(RECIPE_NAME), cfg, resume=resume, runs_root=runs_root or default_runs_root(),
                       registry=registry or Registry(), reporter=reporter or Reporter())

@@ -116,6 +116,9 @@ class QuantizeConfig:
     optim: QuantOptimSpec = dataclasses.field(default_factory=QuantOptimSpec)
     train: QuantTrainSpec = dataclasses.field(default_factory=QuantTrainSpec)
 
+    def value_problems(self) -> list[str]:
+        return config_problems(self)
+
     def method(self) -> str:
         """The method that runs: ``auto`` resolved by the number of bits."""
         if self.quant.method != "auto":
@@ -140,8 +143,6 @@ class QuantizeConfig:
 def config_problems(cfg: QuantizeConfig) -> list[str]:
     """Every value a dataclass type cannot rule out, checked at once."""
     problems = []
-    if not cfg.model.ref:
-        problems.append("model.ref: required: a registry reference or a .pt/.safetensors file")
     q = cfg.quant
     if q.bits not in BITS:
         problems.append(f"quant.bits: {q.bits} is not supported; choose 1 (binary), 2, 4 or 8")

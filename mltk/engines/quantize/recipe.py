@@ -36,6 +36,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
+from mltk.core.catalog import register_recipe
 from mltk.core.config import config_hash, to_dict
 from mltk.core.errors import ConfigError, UsageError
 from mltk.core.loop import StepLoop, StepOutput, StepTask
@@ -47,7 +48,7 @@ from mltk.data.augment import crop_flip, crop_padding
 from mltk.data.batches import epoch_order, per_rank_batch, step_indices, steps_per_epoch
 from mltk.engines.quantize.artifact import deployed_from_bytes, quantized_artifact
 from mltk.engines.quantize.calibrate import calibrate_layers
-from mltk.engines.quantize.config import QuantizeConfig, config_problems
+from mltk.engines.quantize.config import QuantizeConfig
 from mltk.engines.quantize.methods import is_post_training, method_settings
 from mltk.engines.quantize.network import (
     TrainingOptions,
@@ -75,6 +76,9 @@ PRIMARY_METRIC = "test_accuracy"
 RECIPE_NAME = "quantize"
 
 
+@register_recipe(RECIPE_NAME, config=QuantizeConfig, default_preset="digits",
+                 description="quantization-aware training of a classifier: BiTAT, XNOR-Net, ReActNet (1 bit), "
+                             "uniform 2/4/8 bit (also `mltk quantize MODEL`)")
 class QuantizeRecipe(StepTask):
     def __init__(self, cfg: QuantizeConfig, ctx: RunContext):
         self.cfg = cfg
@@ -84,9 +88,9 @@ class QuantizeRecipe(StepTask):
 
     def setup(self) -> None:
         cfg, ctx = self.cfg, self.ctx
-        problems = config_problems(cfg)
-        if problems:
-            raise ConfigError(problems, hint="see every key with `mltk quantize --help` and the presets")
+        if not cfg.model.ref:  # a preset leaves it empty: the model is what each run is given
+            raise ConfigError(["model.ref: required: a registry reference, an exported folder or a "
+                               ".pt/.safetensors file"], hint="mltk quantize MODEL, or model.ref=MODEL")
         seed_everything(cfg.seed)
         self.source, self.data_spec, self.splits = self._load_source_and_data()
         train = self.splits.train

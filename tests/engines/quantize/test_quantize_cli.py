@@ -150,3 +150,11 @@ def test_foreign_torchvision_state_dict_is_inferred_and_quantized(cli, mltk_env)
     assert card["arch"]["args"]["width_mult"] == 0.25 and card["arch"]["args"]["stem_stride"] == 1
     assert card["lineage"]["parent"] == "file:mobilenet.pt"
     json.dumps(card)  # the plan is plain JSON
+
+
+@pytest.mark.slow
+def test_quantize_runs_on_two_gloo_ranks(fp_digits, cli_process):
+    result = cli_process("quantize", str(fp_digits), "train.max_steps=4", "calibration.images=64", "--name", "ranks",
+                         "--nproc-per-node", "2", "--format", "json", timeout=300)
+    assert result.code == 0, result.stderr
+    assert result.json()["world_size"] == 2 and result.json()["artifact"] == "ranks:1"
