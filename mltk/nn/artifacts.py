@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from mltk import __version__
+from mltk.core.artifact import build_card, provenance
 from mltk.core.errors import ArtifactError, ConfigError, UsageError
 from mltk.core.registry import CARD_FILE, Registry, sha256_file
 from mltk.core.tensor_files import (
@@ -76,15 +76,13 @@ def classifier_artifact(model: ImageClassifier, *, engine: str, data: Any, class
     task = {"data": dataclasses.asdict(data) if dataclasses.is_dataclass(data) else dict(data),
             "class_names": list(class_names)}
     spec = model.spec
-    metadata = {"mltk_version": __version__, "engine": engine, "arch": json.dumps(spec),
-                "task": json.dumps(task), "config_sha256": config_sha256, "parent": parent,
-                "relation": relation, "format": "pt"}
+    metadata = provenance(engine=engine, parent=parent, relation=relation, arch=spec, task=task,
+                          config_sha256=config_sha256, format="pt")
     files = {WEIGHTS_FILE: safetensors_bytes(model.state_dict(), metadata)}
-    card = {"kind": "classifier", "engine": engine, "arch": spec, "task": task,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "metrics": metrics, "primary_metric": {"name": primary_metric, "higher_is_better": True},
-            "lineage": {"parent": parent, "relation": relation}, "config": config,
-            "config_sha256": config_sha256, **(extra or {})}
+    card = build_card(kind="classifier", engine=engine, arch=spec, task=task,
+                      parameters=sum(p.numel() for p in model.parameters()), metrics=metrics,
+                      primary_metric=primary_metric, parent=parent, relation=relation, config=config,
+                      config_sha256=config_sha256, **(extra or {}))
     return files, card
 
 

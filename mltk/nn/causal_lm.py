@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from mltk import __version__
+from mltk.core.artifact import build_card, provenance
 from mltk.core.errors import ArtifactError
 from mltk.core.registry import CARD_FILE, Registry, sha256_file
 from mltk.core.tensor_files import load_safetensors, safetensors_bytes
@@ -210,15 +210,14 @@ def causal_lm_artifact(model: torch.nn.Module, tokenizer, *, engine: str, config
                        metrics: dict, primary_metric: str, higher_is_better: bool, parent: str, relation: str,
                        extra: dict | None = None) -> tuple[dict, dict]:
     """(files, card) of a ``causal-lm`` artifact for :meth:`Registry.save`."""
-    provenance = {"mltk_version": __version__, "engine": engine, "parent": parent, "relation": relation,
-                  "config_sha256": config_sha256}
-    files = causal_lm_files(model, tokenizer, provenance=provenance)
-    card = {"kind": KIND, "engine": engine, "arch": {"arch": model.config.model_type, "library": "transformers",
-                                                   "transformers_config": json.loads(model.config.to_json_string())},
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "metrics": metrics, "primary_metric": {"name": primary_metric, "higher_is_better": higher_is_better},
-            "lineage": {"parent": parent, "relation": relation}, "config": config, "config_sha256": config_sha256,
-            **(extra or {})}
+    files = causal_lm_files(model, tokenizer, provenance=provenance(
+        engine=engine, parent=parent, relation=relation, config_sha256=config_sha256))
+    arch = {"arch": model.config.model_type, "library": "transformers",
+            "transformers_config": json.loads(model.config.to_json_string())}
+    card = build_card(kind=KIND, engine=engine, arch=arch, parameters=sum(p.numel() for p in model.parameters()),
+                      metrics=metrics, primary_metric=primary_metric, higher_is_better=higher_is_better,
+                      parent=parent, relation=relation, config=config, config_sha256=config_sha256,
+                      **(extra or {}))
     return files, card
 
 

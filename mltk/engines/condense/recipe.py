@@ -24,7 +24,7 @@ import time
 import torch
 from torch import nn
 
-from mltk import __version__
+from mltk.core.artifact import build_card, provenance
 from mltk.core.catalog import register_recipe
 from mltk.core.config import config_hash, to_dict
 from mltk.core.errors import ConfigError, UsageError
@@ -340,16 +340,14 @@ class CondenseRecipe(StepTask):
                               "decoders": layout.decoders, "hidden": layout.hidden}
             info["decoder"] = {"activation": cfg.kfs.activation, "upsample": cfg.kfs.upsample,
                                "residual": cfg.kfs.residual, "floats_each": layout.floats_per_decoder}
-        metadata = {"mltk_version": __version__, "engine": "condense", "kind": KIND, "method": cfg.method,
-                    "config_sha256": config_hash(cfg), "parent": parent, "relation": RELATION}
+        metadata = provenance(engine="condense", parent=parent, relation=RELATION, kind=KIND, method=cfg.method,
+                              config_sha256=config_hash(cfg))
         files = condensed_files(self.stored_tensors(), self.pixel_rows(), metadata=metadata)
-        card = {"kind": KIND, "engine": "condense", "parameters": storage.stored_floats,
-                "task": {"data": to_dict(cfg.data), "class_names": list(train.class_names)},
-                "condensed": info, "metrics": metrics,
-                "lineage": {"parent": parent, "relation": RELATION}, "config": to_dict(cfg),
-                "config_sha256": config_hash(cfg), "run_dir": str(self.ctx.run.path)}
-        if PRIMARY_METRIC in metrics:
-            card["primary_metric"] = {"name": PRIMARY_METRIC, "higher_is_better": True}
+        card = build_card(kind=KIND, engine="condense", parameters=storage.stored_floats,
+                          task={"data": to_dict(cfg.data), "class_names": list(train.class_names)},
+                          condensed=info, metrics=metrics, parent=parent, relation=RELATION, config=cfg,
+                          primary_metric=PRIMARY_METRIC if PRIMARY_METRIC in metrics else None,
+                          run_dir=str(self.ctx.run.path))
         return self.ctx.registry.save(cfg.artifact_name(), files=files, card=card)
 
 

@@ -38,9 +38,8 @@ import math
 
 import torch
 
-from mltk import __version__
+from mltk.core.artifact import build_card, provenance
 from mltk.core.catalog import register_recipe
-from mltk.core.config import config_hash, to_dict
 from mltk.core.registry import ArtifactRecord
 from mltk.core.run_recipe import RunContext
 from mltk.core.seeding import generator
@@ -230,15 +229,14 @@ class AdlmRecipe:
     def save(self, metrics: dict) -> ArtifactRecord:
         cfg = self.cfg
         parent = resolve_lm_reference(self.loaded.reference)
-        meta = {"mltk_version": __version__, "engine": "detox", "parent": parent, "relation": "detoxified",
-                "format": "pt"}
+        meta = provenance(engine="detox", parent=parent, relation="detoxified", format="pt")
         files = {HEAD_FILE: safetensors_bytes(self.head.state_dict(), meta)}
         primary = "val_nontoxic_perplexity" if "val_nontoxic_perplexity" in metrics else "added_parameters"
-        card = {"kind": ADLM_KIND, "engine": "detox", "arch": {"arch": "adlm-head", "adlm_head": self.head.spec},
-                "lm": {"reference": parent, "fingerprint": lm_fingerprint(self.loaded.model)},
-                "decoding": {"alpha": cfg.adlm.alpha, "combine": cfg.adlm.combine, "filter_p": cfg.adlm.filter_p},
-                "parameters": self.head.added_parameters(), "metrics": metrics,
-                "primary_metric": {"name": primary, "higher_is_better": False},
-                "lineage": {"parent": parent, "relation": "detoxified"}, "config": to_dict(cfg),
-                "config_sha256": config_hash(cfg), "run_dir": str(self.ctx.run.path)}
+        card = build_card(kind=ADLM_KIND, engine="detox", arch={"arch": "adlm-head", "adlm_head": self.head.spec},
+                          lm={"reference": parent, "fingerprint": lm_fingerprint(self.loaded.model)},
+                          decoding={"alpha": cfg.adlm.alpha, "combine": cfg.adlm.combine,
+                                    "filter_p": cfg.adlm.filter_p},
+                          parameters=self.head.added_parameters(), metrics=metrics, primary_metric=primary,
+                          higher_is_better=False, parent=parent, relation="detoxified", config=cfg,
+                          run_dir=str(self.ctx.run.path))
         return self.ctx.registry.save(cfg.artifact_name(), files=files, card=card)

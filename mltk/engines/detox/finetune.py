@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from mltk import __version__
+from mltk.core.artifact import build_card, provenance
 from mltk.core.catalog import register_recipe
 from mltk.core.config import config_hash, to_dict
 from mltk.core.errors import ConfigError
@@ -181,15 +181,13 @@ class DExpertsRecipe:
     def save(self, metrics: dict) -> ArtifactRecord:
         cfg = self.cfg
         parent = resolve_lm_reference(self.loaded.reference)
-        meta = {"mltk_version": __version__, "engine": "detox", "parent": parent, "relation": "detoxified",
-                "format": "pt"}
+        meta = provenance(engine="detox", parent=parent, relation="detoxified", format="pt")
         files = {EXPERT_FILE: safetensors_bytes(self.objective.expert.model.state_dict(), meta),
                  ANTIEXPERT_FILE: safetensors_bytes(self.objective.antiexpert.model.state_dict(), meta)}
-        card = {"kind": DEXPERTS_KIND, "engine": "detox",
-                "lm": {"reference": parent, "fingerprint": lm_fingerprint(self.loaded.model)},
-                "decoding": {"alpha": cfg.alpha, "filter_p": cfg.filter_p},
-                "parameters": metrics.get("added_parameters"), "metrics": metrics,
-                "primary_metric": {"name": "val_expert_nontoxic_perplexity", "higher_is_better": False},
-                "lineage": {"parent": parent, "relation": "detoxified"}, "config": to_dict(cfg),
-                "config_sha256": config_hash(cfg), "run_dir": str(self.ctx.run.path)}
+        card = build_card(kind=DEXPERTS_KIND, engine="detox",
+                          lm={"reference": parent, "fingerprint": lm_fingerprint(self.loaded.model)},
+                          decoding={"alpha": cfg.alpha, "filter_p": cfg.filter_p},
+                          parameters=metrics.get("added_parameters"), metrics=metrics,
+                          primary_metric="val_expert_nontoxic_perplexity", higher_is_better=False, parent=parent,
+                          relation="detoxified", config=cfg, run_dir=str(self.ctx.run.path))
         return self.ctx.registry.save(cfg.artifact_name(), files=files, card=card)

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mltk import __version__
+from mltk.core.artifact import build_card, provenance
 from mltk.core.catalog import register_recipe
-from mltk.core.config import config_hash, to_dict
 from mltk.core.errors import ConfigError
 from mltk.core.registry import ArtifactRecord
 from mltk.core.run_recipe import RunContext
@@ -119,16 +118,14 @@ class ToxicityScorerRecipe:
     def save(self, metrics: dict) -> ArtifactRecord:
         cfg = self.cfg
         parent = "dataset:" + ",".join(cfg.data.all_sources())
-        meta = {"mltk_version": __version__, "engine": "detox", "parent": parent, "relation": "trained",
-                "format": "pt"}
+        meta = provenance(engine="detox", parent=parent, relation="trained", format="pt")
         spec = cfg.model
-        card = {"kind": CLASSIFIER_KIND, "engine": "detox",
-                "features": {"ngram_min": spec.ngram_min, "ngram_max": spec.ngram_max, "features": spec.features,
-                             "analyzer": "char_wb", "idf": "smooth", "norm": "l2"},
-                "data": {"sources": cfg.data.all_sources(), "part": list(cfg.data.part),
-                         "part_seed": cfg.data.part_seed},
-                "metrics": metrics, "primary_metric": {"name": "test_balanced_accuracy", "higher_is_better": True},
-                "lineage": {"parent": parent, "relation": "trained"}, "config": to_dict(cfg),
-                "config_sha256": config_hash(cfg), "run_dir": str(self.ctx.run.path)}
+        card = build_card(kind=CLASSIFIER_KIND, engine="detox",
+                          features={"ngram_min": spec.ngram_min, "ngram_max": spec.ngram_max,
+                                    "features": spec.features, "analyzer": "char_wb", "idf": "smooth", "norm": "l2"},
+                          data={"sources": cfg.data.all_sources(), "part": list(cfg.data.part),
+                                "part_seed": cfg.data.part_seed},
+                          metrics=metrics, primary_metric="test_balanced_accuracy", parent=parent,
+                          relation="trained", config=cfg, run_dir=str(self.ctx.run.path))
         files = {SCORER_FILE: safetensors_bytes(self.scorer.tensors(), meta)}
         return self.ctx.registry.save(cfg.artifact_name(), files=files, card=card)

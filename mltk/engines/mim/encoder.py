@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from mltk import __version__
+from mltk.core.artifact import build_card, provenance
 from mltk.core.errors import ArtifactError, ConfigError, UsageError
 from mltk.core.registry import CARD_FILE, Registry, sha256_file
 from mltk.core.tensor_files import load_safetensors, safetensors_bytes
@@ -44,17 +44,16 @@ def encoder_artifact(networks: dict[str, tuple[str, MaskedAutoencoder]], *, engi
     task = {"data": data, "class_names": list(class_names)}
     files, roles = {}, {}
     for filename, (role, model) in networks.items():
-        metadata = {"mltk_version": __version__, "engine": engine, "kind": KIND, "role": role,
-                    "mae": json.dumps(model.spec), "task": json.dumps(task), "parent": parent,
-                    "relation": relation, "config_sha256": config_sha256, "format": "pt"}
+        metadata = provenance(engine=engine, parent=parent, relation=relation, kind=KIND, role=role, mae=model.spec,
+                              task=task, config_sha256=config_sha256, format="pt")
         files[filename] = safetensors_bytes(model.state_dict(), metadata)
         roles[filename] = role
-    card = {"kind": KIND, "engine": engine, "recipe": recipe, "arch": spec, "weights": roles, "task": task,
-            "parameters": sum(p.numel() for p in networks[WEIGHTS_FILE][1].parameters()),
-            "encoder_parameters": sum(p.numel() for p in networks[WEIGHTS_FILE][1].encoder.parameters()),
-            "metrics": metrics, "primary_metric": {"name": primary_metric, "higher_is_better": higher_is_better},
-            "lineage": {"parent": parent, "relation": relation}, "config": config,
-            "config_sha256": config_sha256, **(extra or {})}
+    student = networks[WEIGHTS_FILE][1]
+    card = build_card(kind=KIND, engine=engine, recipe=recipe, arch=spec, weights=roles, task=task,
+                      parameters=sum(p.numel() for p in student.parameters()),
+                      encoder_parameters=sum(p.numel() for p in student.encoder.parameters()), metrics=metrics,
+                      primary_metric=primary_metric, higher_is_better=higher_is_better, parent=parent,
+                      relation=relation, config=config, config_sha256=config_sha256, **(extra or {}))
     return files, card
 
 

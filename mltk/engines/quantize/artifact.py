@@ -25,14 +25,13 @@ shadow weights, which are not stored at all.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from safetensors.torch import load as load_safetensors_bytes
 
-from mltk import __version__
+from mltk.core.artifact import build_card, provenance
 from mltk.core.errors import ArtifactError, ConfigError
 from mltk.core.tensor_files import load_safetensors, safetensors_bytes
 from mltk.engines.quantize.network import PACKED_SUFFIX, load_deployed_tensors, to_deployed_form
@@ -73,18 +72,17 @@ def quantized_artifact(deployed: ImageClassifier, tensors: dict[str, torch.Tenso
     bits = quantization["bits"]
     spec = deployed.spec
     kind = card_kind(bits)
-    metadata = {"mltk_version": __version__, "engine": "quantize", "kind": kind, "arch": json.dumps(spec),
-                "task": json.dumps(task), "config_sha256": config_sha256, "parent": parent,
-                "relation": RELATION, "format": "pt", "quantization": json.dumps({**quantization, "plan": plan})}
+    metadata = provenance(engine="quantize", parent=parent, relation=RELATION, kind=kind, arch=spec, task=task,
+                          config_sha256=config_sha256, format="pt", quantization={**quantization, "plan": plan})
     files = {WEIGHTS_FILE: safetensors_bytes(tensors, metadata)}
-    card = {"kind": kind, "engine": "quantize", "arch": spec, "task": task,
-            "parameters": sum(int(torch.tensor(s["weight_shape"]).prod()) for s in plan["layers"])
-            + storage_summary(tensors, plan)["float_values"],
-            "metrics": metrics, "primary_metric": {"name": primary_metric, "higher_is_better": True},
-            "lineage": {"parent": parent, "relation": RELATION},
-            "quantization": {**quantization, "plan": plan, "storage": storage_summary(tensors, plan)},
-            "tensor_bits": tensor_bits(tensors, plan),
-            "config": config, "config_sha256": config_sha256, **(extra or {})}
+    storage = storage_summary(tensors, plan)
+    card = build_card(kind=kind, engine="quantize", arch=spec, task=task,
+                      parameters=sum(int(torch.tensor(s["weight_shape"]).prod()) for s in plan["layers"])
+                      + storage["float_values"], metrics=metrics, primary_metric=primary_metric,
+                      parent=parent, relation=RELATION,
+                      quantization={**quantization, "plan": plan, "storage": storage},
+                      tensor_bits=tensor_bits(tensors, plan), config=config, config_sha256=config_sha256,
+                      **(extra or {}))
     return files, card
 
 
