@@ -26,9 +26,9 @@ from typing import Any
 
 import torch
 
-from mltk.core.artifact import build_card, provenance
+from mltk.core.artifact import build_card, open_artifact, provenance
 from mltk.core.errors import ArtifactError, ConfigError, UsageError
-from mltk.core.registry import CARD_FILE, Registry, sha256_file
+from mltk.core.registry import Registry
 from mltk.core.tensor_files import (
     load_foreign_state_dict,
     load_safetensors,
@@ -96,33 +96,17 @@ def looks_like_path(ref: str) -> bool:
 
 def load_classifier(ref: str, registry: Registry | None = None) -> LoadedClassifier:
     """The classifier ``ref`` names, with its task description; ArtifactError if it cannot be."""
-    if looks_like_path(ref):
+    if looks_like_path(ref) and not Path(ref).expanduser().is_dir():
         return _load_from_path(Path(ref).expanduser())
-    registry = registry or Registry()
-    record = registry.resolve(ref)
-    card = record.card(verify=True)
-    model = _loader_for(card, record.ref)(card, record.file, record.ref)  # record.file checks sha256
-    return LoadedClassifier(model, record.ref, card.get("task", {}), card)
+    opened = open_artifact(ref, registry=registry)
+    model = _loader_for(opened.card, opened.source)(opened.card, opened.file, opened.source)
+    return LoadedClassifier(model, opened.source, opened.card.get("task", {}), opened.card)
 
 
 def _load_from_path(path: Path) -> LoadedClassifier:
     if not path.exists():
         raise ArtifactError(f"{path}: no such file or folder",
                             hint="give a registry reference (see `mltk ls`) or an existing path")
-    if path.is_dir():
-        card_path = path / CARD_FILE
-        if not card_path.is_file():
-            raise ArtifactError(f"{path}: not an mltk artifact folder (no {CARD_FILE})")
-        card = json.loads(card_path.read_text())
-        loader = _loader_for(card, str(path))
-        for filename, entry in card.get("files", {}).items():
-            if not (path / filename).is_file():
-                raise ArtifactError(f"{path}: {filename} is missing")
-            if sha256_file(path / filename) != entry["sha256"]:
-                raise ArtifactError(f"{path / filename}: does not match the sha256 in {CARD_FILE}",
-                                    hint="the file changed or is incomplete; export the artifact again")
-        return LoadedClassifier(loader(card, lambda name: path / name, str(path)), str(path),
-                                card.get("task", {}), card)
     if path.suffix in _FOREIGN_SUFFIXES:
         raise UsageError(f"{path}: a plain PyTorch checkpoint carries no architecture",
                          hint=f"import it first: mltk import {path} --arch NAME (see `mltk import --help`)")

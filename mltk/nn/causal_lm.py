@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 
-from mltk.core.artifact import build_card, provenance
+from mltk.core.artifact import build_card, open_artifact, provenance
 from mltk.core.errors import ArtifactError
-from mltk.core.registry import CARD_FILE, Registry, sha256_file
+from mltk.core.registry import Registry
 from mltk.core.tensor_files import load_safetensors, safetensors_bytes
 
 KIND = "causal-lm"
@@ -75,36 +75,20 @@ def load_causal_lm(ref: str, *, registry: Registry | None = None, device: torch.
         if not folder.is_dir():
             raise ArtifactError(f"{ref}: no such LM folder",
                                 hint="give a causal-lm artifact (see `mltk ls`), a Hugging Face folder or hf:NAME")
-        card = _verified_folder_card(folder)
+        opened = open_artifact(str(folder), plain_folders=True)  # a plain Hugging Face folder has no card
+        opened.verify_files()
         model, tokenizer = _from_pretrained(str(folder), where=str(folder), local_only=True)
-        loaded = LoadedLM(model, tokenizer, str(folder), card)
+        loaded = LoadedLM(model, tokenizer, str(folder), opened.card)
     else:
-        record = (registry or Registry()).resolve(ref)
-        card = record.card(verify=True)
-        if card.get("kind") != KIND:
-            raise ArtifactError(f"{record.ref}: is a {card.get('kind')!r} artifact, not a causal LM",
-                                hint="give a causal-lm artifact, e.g. one trained with `mltk train lm`")
-        for filename in card.get("files", {}):
-            record.file(filename)  # checks each file against its sha256
-        model, tokenizer = _from_pretrained(str(record.path), where=record.ref, local_only=True)
-        loaded = LoadedLM(model, tokenizer, record.ref, card)
+        opened = open_artifact(ref, registry=registry, kinds=(KIND,),
+                               kind_hint="give a causal-lm artifact, e.g. one trained with `mltk train lm`")
+        opened.verify_files()
+        folder = opened.file(WEIGHTS_FILE).parent
+        model, tokenizer = _from_pretrained(str(folder), where=opened.source, local_only=True)
+        loaded = LoadedLM(model, tokenizer, opened.source, opened.card)
     check_vocabulary(loaded.model, loaded.tokenizer, loaded.reference)
     loaded.model.to(device).eval()
     return loaded
-
-
-def _verified_folder_card(folder: Path) -> dict:
-    """An exported artifact's card after checking its files; {} for a plain Hugging Face folder."""
-    card_path = folder / CARD_FILE
-    if not card_path.is_file():
-        return {}
-    card = json.loads(card_path.read_text())
-    for filename, entry in card.get("files", {}).items():
-        path = folder / filename
-        if not path.is_file() or sha256_file(path) != entry.get("sha256"):
-            raise ArtifactError(f"{path}: missing or changed since the artifact was exported",
-                                hint="export the artifact again")
-    return card
 
 
 def _from_pretrained(name: str, *, where: str, local_only: bool):

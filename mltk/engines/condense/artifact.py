@@ -16,14 +16,14 @@ order stored, so the labels are not stored.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mltk.core.errors import ArtifactError, UsageError
-from mltk.core.registry import CARD_FILE, Registry, sha256_file
+from mltk.core.artifact import open_artifact
+from mltk.core.errors import UsageError
+from mltk.core.registry import Registry
 from mltk.core.tensor_files import load_safetensors, safetensors_bytes
 from mltk.data.png_grid import grid_png
 from mltk.data.splits import DataSpec
@@ -106,41 +106,10 @@ def condensed_files(tensors: dict[str, torch.Tensor], pixel_rows: list[torch.Ten
 
 def load_condensed(ref: str, registry: Registry | None = None) -> CondensedSet:
     """The condensed dataset ``ref`` names: a registry reference or an exported artifact folder."""
-    path = Path(ref).expanduser()
-    if path.is_dir() or "/" in ref:
-        return _load_folder(path)
-    record = (registry or Registry()).resolve(ref)
-    card = record.card(verify=True)
-    _check_kind(card, record.ref)
-    tensors, _ = load_safetensors(record.file(TENSORS_FILE))
-    return CondensedSet(card, tensors, record.ref)
-
-
-def _load_folder(path: Path) -> CondensedSet:
-    card_path = path / CARD_FILE
-    if not card_path.is_file():
-        raise ArtifactError(f"{path}: not an mltk artifact folder (no {CARD_FILE})",
-                            hint="give a registry reference (see `mltk ls`) or a folder written by `mltk export`")
-    try:
-        card = json.loads(card_path.read_text())
-    except json.JSONDecodeError:
-        raise ArtifactError(f"{card_path}: not valid JSON") from None
-    _check_kind(card, str(path))
-    entry = card.get("files", {}).get(TENSORS_FILE)
-    file = path / TENSORS_FILE
-    if entry is None or not file.is_file():
-        raise ArtifactError(f"{path}: {TENSORS_FILE} is missing")
-    if sha256_file(file) != entry["sha256"]:
-        raise ArtifactError(f"{file}: does not match the sha256 in {CARD_FILE}",
-                            hint="the file changed or is incomplete; export the artifact again")
-    tensors, _ = load_safetensors(file)
-    return CondensedSet(card, tensors, str(path))
-
-
-def _check_kind(card: dict, where: str) -> None:
-    if card.get("kind") != KIND:
-        raise ArtifactError(f"{where}: is a {card.get('kind') or 'unknown'!r} artifact, not a {KIND}",
-                            hint="the condensed protocol takes artifacts made by `mltk condense`")
+    opened = open_artifact(ref, registry=registry, kinds=(KIND,),
+                           kind_hint="the condensed protocol takes artifacts made by `mltk condense`")
+    tensors, _ = load_safetensors(opened.file(TENSORS_FILE))
+    return CondensedSet(opened.card, tensors, opened.source)
 
 
 def export_condensed(cset: CondensedSet, out_dir: str | Path, *, overwrite: bool = False) -> list[Path]:

@@ -194,11 +194,11 @@ class AdlmRecipe:
         self.objective = AdlmObjective(lm, self.head, spec=cfg.adlm, fisher=fisher).to(ctx.device)
         ctx.reporter.info(f"adlm: {self.head.added_parameters()} added parameters over a frozen LM of "
                           f"{sum(p.numel() for p in lm.parameters())}; {len(balanced)} balanced training sentences")
-        self.loop = ObjectiveTask(ctx, objective=self.objective, data=balanced, loop=cfg.train, optim=cfg.optim,
-                             seed=cfg.seed)
+        self.task = ObjectiveTask(ctx, objective=self.objective, data=balanced, loop=cfg.train, optim=cfg.optim,
+                                  seed=cfg.seed)
 
     def train(self) -> None:
-        self.loop.run()
+        self.task.run()
 
     @torch.no_grad()
     def evaluate(self) -> dict:

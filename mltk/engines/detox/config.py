@@ -30,6 +30,14 @@ class TextData:
     def all_sources(self) -> list[str]:
         return ([self.name] if self.name else []) + list(self.sources)
 
+    def value_problems(self) -> list[str]:
+        problems = check_values(self, {"max_examples": "non-negative"})
+        if len(self.part) != 2 or not 0.0 <= self.part[0] < self.part[1] <= 1.0:
+            problems.append(f"part: expected [lo, hi] with 0 <= lo < hi <= 1, got {list(self.part)}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            problems.append(f"val_fraction: expected a fraction in [0, 1), got {self.val_fraction}")
+        return problems
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimSpec(OptimizerSettings):
@@ -67,6 +75,13 @@ class GPT2Arch:
     n_positions: int = 128
     dropout: float = 0.0
 
+    def value_problems(self) -> list[str]:
+        problems = check_values(self, {"n_layer": "positive", "n_embd": "positive", "n_head": "positive",
+                                       "n_positions": "positive", "dropout": "fraction"})
+        if self.n_embd > 0 and self.n_head > 0 and self.n_embd % self.n_head:
+            problems.append(f"n_embd: {self.n_embd} does not split into n_head={self.n_head} heads")
+        return problems
+
 
 @dataclasses.dataclass(frozen=True)
 class LMConfig:
@@ -84,6 +99,12 @@ class LMConfig:
     def artifact_name(self) -> str:
         return self.name
 
+    def value_problems(self) -> list[str]:
+        if self.train.seq_len > self.model.n_positions:
+            return [f"train.seq_len: {self.train.seq_len} is longer than model.n_positions "
+                    f"{self.model.n_positions}; lower train.seq_len or raise model.n_positions"]
+        return []
+
 
 @dataclasses.dataclass(frozen=True)
 class AdlmSpec:
@@ -97,6 +118,12 @@ class AdlmSpec:
     combine: Literal["base", "projected"] = "base"  # logits = base + alpha*(nt - t), or nt + alpha*(nt - t)
     filter_p: float = 1.0  # < 1: steer only the base's nucleus of this mass, as DExperts does (a second head product)
     pool: Literal["mean", "last"] = "mean"  # how the discriminator pools the projected states of a sentence
+
+    def value_problems(self) -> list[str]:
+        problems = check_values(self, {"lambda_disc": "non-negative", "lambda_steer": "non-negative",
+                                       "lambda_ewc": "non-negative", "fisher_sequences": "non-negative",
+                                       "alpha": "finite"})
+        return problems + nucleus_problems(self.filter_p)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +177,9 @@ class DExpertsConfig:
     def artifact_name(self) -> str:
         return self.name or f"dexperts-{_lm_name(self.lm)}"
 
+    def value_problems(self) -> list[str]:
+        return check_values(self, {"alpha": "finite"}) + nucleus_problems(self.filter_p)
+
 
 @dataclasses.dataclass(frozen=True)
 class ScorerSpec:
@@ -160,6 +190,17 @@ class ScorerSpec:
     features: int = 262144  # hashed feature space (2^18)
     c: float = 4.0  # inverse regularisation strength of the logistic regression
     test_fraction: float = 0.2  # held out of the part for the reported accuracy
+
+    def value_problems(self) -> list[str]:
+        problems = check_values(self, {"c": "positive"})
+        if not 1 <= self.ngram_min <= self.ngram_max:
+            problems.append(f"ngram_min, ngram_max: need 1 <= ngram_min <= ngram_max, got {self.ngram_min}, "
+                            f"{self.ngram_max}")
+        if self.features < 16:
+            problems.append(f"features: must be at least 16, got {self.features}")
+        if not 0.0 < self.test_fraction < 1.0:
+            problems.append(f"test_fraction: expected a fraction in (0, 1), got {self.test_fraction}")
+        return problems
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +217,12 @@ class ScorerConfig:
 
     def artifact_name(self) -> str:
         return self.name
+
+
+def nucleus_problems(filter_p: float) -> list[str]:
+    if not 0.0 < filter_p <= 1.0:  # an empty nucleus would leave no token to sample
+        return [f"filter_p: expected a probability mass in (0, 1], got {filter_p}"]
+    return []
 
 
 def _lm_name(ref: str) -> str:

@@ -28,7 +28,9 @@ from mltk.core.catalog import EvalRequest, EvalResult, register_protocol
 from mltk.core.console import Reporter
 from mltk.core.device import resolve_device
 from mltk.core.errors import UsageError
+from mltk.core.sections import check_values
 from mltk.data.text import Prompt, read_prompts
+from mltk.engines.detox.config import nucleus_problems
 from mltk.engines.detox.generation import GenerationStats, Sampling, generate
 from mltk.engines.detox.methods import DetoxMethod, load_method
 from mltk.engines.detox.metrics import (
@@ -61,6 +63,11 @@ class ToxicityOptions:
     max_ppl: float = 1e4  # continuations at or above this perplexity are left out of the mean (DExperts)
     perspective_qps: float = 1.0
     out: str = ""  # write each prompt's continuations and scores here (JSONL)
+
+    def value_problems(self) -> list[str]:
+        problems = check_values(self, {"n": "positive", "limit": "non-negative", "max_ppl": "positive",
+                                       "perspective_qps": "positive", "alpha": "finite"})
+        return problems + (nucleus_problems(self.filter_p) if self.filter_p is not None else [])
 
 
 def toxicity_evaluation(method: DetoxMethod, prompts: list[Prompt], *, scorer, judge: LoadedLM | None,
@@ -127,8 +134,6 @@ def toxicity_protocol(request: EvalRequest, reporter: Reporter) -> EvalResult:
     if not options.prompts:
         raise UsageError("--protocol toxicity needs --prompts FILE",
                          hint="RealToxicityPrompts JSONL, JSONL with a prompt field, or one prompt per line")
-    if options.n < 1 or options.limit < 0:
-        raise UsageError("--n must be at least 1 and --limit 0 (all) or positive")
     scorer = make_scorer(options.scorer, qps=options.perspective_qps)
     prompts = read_prompts(options.prompts, data_dir=request.data_dir)
     if options.limit:

@@ -96,11 +96,11 @@ class DaptRecipe:
         if len(nontoxic) == 0:
             raise ConfigError(["data: no non-toxic sentences to adapt to"], source="dapt")
         self.objective = LanguageModelObjective(self.loaded.model)
-        self.loop = ObjectiveTask(ctx, objective=self.objective, data=nontoxic, loop=cfg.train, optim=cfg.optim,
-                             seed=cfg.seed)
+        self.task = ObjectiveTask(ctx, objective=self.objective, data=nontoxic, loop=cfg.train, optim=cfg.optim,
+                                  seed=cfg.seed)
 
     def train(self) -> None:
-        self.loop.run()
+        self.task.run()
 
     def evaluate(self) -> dict:
         self.objective.eval()
@@ -161,11 +161,11 @@ class DExpertsRecipe:
         cfg, ctx = self.cfg, self.ctx
         self.loaded, train, self.val = load_labelled_lm_data(cfg, ctx, "dexperts")
         self.objective = ExpertPairObjective(self.loaded.model).to(ctx.device)
-        self.loop = ObjectiveTask(ctx, objective=self.objective, data=balance_labels(train, seed=cfg.seed),
-                             loop=cfg.train, optim=cfg.optim, seed=cfg.seed)
+        self.task = ObjectiveTask(ctx, objective=self.objective, data=balance_labels(train, seed=cfg.seed),
+                                  loop=cfg.train, optim=cfg.optim, seed=cfg.seed)
 
     def train(self) -> None:
-        self.loop.run()
+        self.task.run()
 
     def evaluate(self) -> dict:
         self.objective.eval()

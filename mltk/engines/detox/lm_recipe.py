@@ -17,7 +17,6 @@ import torch
 
 from mltk.core.catalog import register_recipe
 from mltk.core.config import config_hash, to_dict
-from mltk.core.errors import ConfigError
 from mltk.core.registry import ArtifactRecord
 from mltk.core.run_recipe import RunContext
 from mltk.core.seeding import seed_everything
@@ -80,9 +79,6 @@ class LanguageModelRecipe:
         folder = locate(cfg.tokenizer, data_dir=cfg.data.data_dir)
         self.tokenizer = load_tokenizer(folder)
         self.tokenizer_folder = str(folder)
-        if cfg.train.seq_len > cfg.model.n_positions:
-            raise ConfigError([f"train.seq_len: {cfg.train.seq_len} is longer than model.n_positions "
-                               f"{cfg.model.n_positions}"], hint="lower train.seq_len or raise model.n_positions")
         train, val = read_text_data(cfg.data, seed=cfg.seed, labelled=False, what="lm")
         self.train_data = pack_corpus(self.tokenizer, train, seq_len=cfg.train.seq_len)
         self.val_data = pack_corpus(self.tokenizer, val, seq_len=cfg.train.seq_len) if val else None
@@ -93,11 +89,11 @@ class LanguageModelRecipe:
         self.objective = LanguageModelObjective(model)
         ctx.reporter.info(f"model: GPT-2 architecture, {cfg.model.n_layer} layers, width {cfg.model.n_embd}, "
                           f"{sum(p.numel() for p in model.parameters())} parameters")
-        self.loop = ObjectiveTask(ctx, objective=self.objective, data=self.train_data, loop=cfg.train, optim=cfg.optim,
-                             seed=cfg.seed)
+        self.task = ObjectiveTask(ctx, objective=self.objective, data=self.train_data, loop=cfg.train,
+                                  optim=cfg.optim, seed=cfg.seed)
 
     def train(self) -> None:
-        self.loop.run()
+        self.task.run()
 
     def evaluate(self) -> dict:
         model = self.objective.model.eval()

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from mltk.core.artifact import open_artifact
 from mltk.core.errors import ArtifactError, UsageError
-from mltk.core.registry import CARD_FILE, Registry, sha256_file
+from mltk.core.registry import Registry
 from mltk.core.tensor_files import load_safetensors
 from mltk.engines.detox.adlm import AdlmHead, check_head_fits
 from mltk.engines.detox.adlm_recipe import ADLM_KIND, HEAD_FILE
@@ -36,7 +36,6 @@ from mltk.nn.causal_lm import (
     LoadedLM,
     lm_fingerprint,
     load_causal_lm,
-    looks_like_folder,
 )
 from mltk.nn.causal_lm import KIND as LM_KIND
 
@@ -162,21 +161,5 @@ def _card_of(ref: str, registry: Registry) -> tuple[dict, Callable[[str], Path]]
     plain Hugging Face folder or hub name."""
     if ref.startswith(HUB_PREFIX):
         return {}, lambda name: Path(name)
-    if looks_like_folder(ref):
-        folder = Path(ref).expanduser()
-        card_path = folder / CARD_FILE
-        if not card_path.is_file():
-            return {}, lambda name: folder / name
-        card = json.loads(card_path.read_text())
-
-        def read_exported(name: str) -> Path:
-            entry = card.get("files", {}).get(name)
-            path = folder / name
-            if entry is None or not path.is_file() or sha256_file(path) != entry.get("sha256"):
-                raise ArtifactError(f"{path}: missing or changed since the artifact was exported",
-                                    hint="export the artifact again")
-            return path
-
-        return card, read_exported
-    record = registry.resolve(ref)
-    return record.card(verify=True), record.file
+    opened = open_artifact(ref, registry=registry, plain_folders=True)
+    return opened.card, opened.file

@@ -51,16 +51,6 @@ class ToxicityScorerRecipe:
     def setup(self) -> None:
         cfg = self.cfg
         spec = cfg.model
-        problems = []
-        if not 1 <= spec.ngram_min <= spec.ngram_max:
-            problems.append(f"model.ngram_min/ngram_max: need 1 <= min <= max, got {spec.ngram_min}, "
-                            f"{spec.ngram_max}")
-        if not 0.0 < spec.test_fraction < 1.0:
-            problems.append(f"model.test_fraction: expected a fraction in (0, 1), got {spec.test_fraction}")
-        if spec.c <= 0 or spec.features < 16:
-            problems.append("model.c must be positive and model.features at least 16")
-        if problems:
-            raise ConfigError(problems, source="toxicity-scorer")
         for path in [*cfg.extra_test, *cfg.reference_rtp]:  # fail before training, not after
             locate(path.partition(":")[2] if path.split(":")[0] in FORMATS else path, data_dir=cfg.data.data_dir,
                    source=path)

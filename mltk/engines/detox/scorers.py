@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mltk.core.artifact import open_artifact
 from mltk.core.errors import ArtifactError, MltkError, UsageError
-from mltk.core.registry import CARD_FILE, Registry, sha256_file
+from mltk.core.registry import Registry
 from mltk.core.tensor_files import load_safetensors
 
 CLASSIFIER_KIND = "toxicity-classifier"
@@ -155,26 +156,10 @@ def make_scorer(spec: str, *, registry: Registry | None = None, qps: float = 1.0
 
 
 def load_classifier_scorer(ref: str, *, registry: Registry | None = None) -> ClassifierScorer:
-    path = Path(ref).expanduser()
-    if path.is_dir():
-        card_path = path / CARD_FILE
-        if not card_path.is_file():
-            raise ArtifactError(f"{ref}: not an mltk artifact folder (no {CARD_FILE})")
-        card = json.loads(card_path.read_text())
-        weights = path / SCORER_FILE
-        entry = card.get("files", {}).get(SCORER_FILE, {})
-        if not weights.is_file() or sha256_file(weights) != entry.get("sha256"):
-            raise ArtifactError(f"{weights}: missing or changed since export", hint="export the artifact again")
-        source = str(path)
-    else:
-        record = (registry or Registry()).resolve(ref)
-        card = record.card(verify=True)
-        if card.get("kind") != CLASSIFIER_KIND:
-            raise ArtifactError(f"{record.ref}: is a {card.get('kind')!r} artifact, not a toxicity classifier",
-                                hint="train one with `mltk train toxicity-scorer`")
-        weights = record.file(SCORER_FILE)
-        source = record.ref
-    tensors, _ = load_safetensors(weights)
+    opened = open_artifact(ref, registry=registry, kinds=(CLASSIFIER_KIND,),
+                           kind_hint="train one with `mltk train toxicity-scorer`")
+    card, source = opened.card, opened.source
+    tensors, _ = load_safetensors(opened.file(SCORER_FILE))
     features = card["features"]
     scorer = ClassifierScorer(ngram_min=features["ngram_min"], ngram_max=features["ngram_max"],
                               features=features["features"], idf=tensors["idf"].numpy(),

@@ -23,7 +23,7 @@ from mltk.core.loop import StepLoop, StepOutput, StepTask
 from mltk.core.optimization import adamw_without_decay_on_vectors
 from mltk.core.run_recipe import RunContext
 from mltk.core.seeding import generator
-from mltk.data.batches import epoch_order, step_indices
+from mltk.data.batches import epoch_order, per_rank_batch, step_indices
 from mltk.data.text import TextExample, in_slice, read_sources
 from mltk.engines.detox.config import LoopSpec, OptimSpec, TextData
 
@@ -61,14 +61,7 @@ def read_text_data(spec: TextData, *, seed: int, labelled: bool, what: str) -> t
     if not sources:
         raise ConfigError(["data.name / data.sources: no text sources given"], source=what,
                           hint="e.g. data=davidson:toxicity/davidson_hate_offensive/labeled_data.csv")
-    lo, hi = (list(spec.part) + [None, None])[:2]
-    problems = []
-    if lo is None or hi is None or not 0.0 <= lo < hi <= 1.0 or len(spec.part) != 2:
-        problems.append(f"data.part: expected [lo, hi] with 0 <= lo < hi <= 1, got {list(spec.part)}")
-    if not 0.0 <= spec.val_fraction < 1.0:
-        problems.append(f"data.val_fraction: expected a fraction in [0, 1), got {spec.val_fraction}")
-    if problems:
-        raise ConfigError(problems, source=what)
+    lo, hi = spec.part  # checked by TextData.value_problems
     examples = read_sources(sources, bounds=(lo, hi), seed=spec.part_seed, data_dir=spec.data_dir)
     if labelled:
         unlabelled = sum(e.label is None for e in examples)
@@ -180,6 +173,7 @@ class ObjectiveTask(StepTask):
         if loop.batch_size > len(data):
             raise ConfigError([f"train.batch_size: {loop.batch_size} is more than the {len(data)} training "
                                "sequences"], hint="lower train.batch_size or add data")
+        per_rank_batch(loop.batch_size, ctx.dist.world_size)  # a batch the ranks cannot split: refused before step 0
         self.data = data.to(ctx.device)
         self.steps_per_epoch = len(data) // loop.batch_size
         self.optimizer = adamw_without_decay_on_vectors(objective.parameters(), lr=optim.lr,

@@ -15,17 +15,15 @@ so a supervised model can be probed the same way as a pre-trained encoder.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-from mltk.core.artifact import build_card, provenance
+from mltk.core.artifact import build_card, open_artifact, provenance
 from mltk.core.errors import ArtifactError, ConfigError, UsageError
-from mltk.core.registry import CARD_FILE, Registry, sha256_file
+from mltk.core.registry import Registry
 from mltk.core.tensor_files import load_safetensors, safetensors_bytes
-from mltk.nn.artifacts import load_classifier, load_weights_exactly, looks_like_path
+from mltk.nn.artifacts import load_classifier, load_weights_exactly
 from mltk.nn.mae import MaskedAutoencoder, build_mae
 
 KIND = "encoder"
@@ -85,7 +83,8 @@ def load_mae(ref: str, *, weights: str = "default", registry: Registry | None = 
     weights: ``default`` (model.safetensors: RC-MAE's teacher unless trained otherwise),
     ``teacher`` or ``student`` (the file holding that network).
     """
-    card, read, source = _open(ref, registry)
+    opened = open_artifact(ref, registry=registry)
+    card, read, source = opened.card, opened.file, opened.source
     if card.get("kind") != KIND:
         raise ArtifactError(f"{source}: is a {card.get('kind', 'unknown')!r} artifact, not a masked "
                             "auto-encoder", hint="pass an artifact made by `mltk train mae` or `mltk train rc-mae`")
@@ -106,7 +105,8 @@ def load_mae(ref: str, *, weights: str = "default", registry: Registry | None = 
 
 def load_encoder(ref: str, *, weights: str = "default", registry: Registry | None = None) -> LoadedEncoder:
     """Features of ``ref``: an encoder artifact (see load_mae) or any classifier artifact."""
-    card, _, source = _open(ref, registry)
+    opened = open_artifact(ref, registry=registry)
+    card, source = opened.card, opened.source
     if card.get("kind") == KIND:
         return load_mae(ref, weights=weights, registry=registry)
     if weights not in ("default", "model"):
@@ -127,31 +127,6 @@ def _weights_file(card: dict, weights: str, source: str) -> tuple[str, str]:
             return filename, role
     raise UsageError(f"--weights {weights}: {source} holds {', '.join(sorted(set(roles.values())))}",
                      hint="use --weights default, or one of the roles listed")
-
-
-def _open(ref: str, registry: Registry | None) -> tuple[dict, Callable[[str], Path], str]:
-    """(card, read(file name) -> verified path, source) of a registry reference or an exported folder."""
-    if looks_like_path(ref):
-        folder = Path(ref).expanduser()
-        card_path = folder / CARD_FILE
-        if not card_path.is_file():
-            raise ArtifactError(f"{folder}: not an mltk artifact folder (no {CARD_FILE})",
-                                hint="give a registry reference (see `mltk ls`) or an exported folder")
-        card = json.loads(card_path.read_text())
-
-        def read(filename: str) -> Path:
-            entry = card.get("files", {}).get(filename)
-            path = folder / filename
-            if entry is None or not path.is_file():
-                raise ArtifactError(f"{folder}: {filename} is missing")
-            if sha256_file(path) != entry["sha256"]:
-                raise ArtifactError(f"{path}: does not match the sha256 in {CARD_FILE}",
-                                    hint="the file changed or is incomplete; export the artifact again")
-            return path
-
-        return card, read, str(folder)
-    record = (registry or Registry()).resolve(ref)
-    return record.card(verify=True), record.file, record.ref
 
 
 def load_strict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:

@@ -1,4 +1,5 @@
-"""The toxicity protocol's metrics against values computed by hand, and the scorers' failure behaviour."""
+"""The toxicity protocol's metrics against values computed by hand, the scorers' failure behaviour and the
+protocol's option checks."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 import torch
 
-from mltk.core.errors import MltkError, UsageError
+from mltk.core.catalog import EvalRequest
+from mltk.core.console import Reporter
+from mltk.core.errors import ConfigError, MltkError, UsageError
+from mltk.engines.detox.evaluate import toxicity_protocol
 from mltk.engines.detox.metrics import (
     conditional_perplexities,
     distinct_n,
@@ -126,3 +130,11 @@ def test_scorer_specs_fail_clearly(monkeypatch):
         make_scorer("perspective")
     with pytest.raises(UsageError, match="needs --scorer"):
         make_scorer("")
+
+
+def test_protocol_options_out_of_range_are_all_listed():
+    request = EvalRequest(ref="unused", protocol="toxicity",
+                          options={"prompts": "p.txt", "n": 0, "limit": -1, "filter_p": 0.0})
+    with pytest.raises(ConfigError) as info:
+        toxicity_protocol(request, Reporter("quiet"))
+    assert [p.split(":")[0] for p in info.value.problems] == ["n", "limit", "filter_p"]
