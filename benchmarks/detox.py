@@ -171,11 +171,11 @@ def validate(args, env: dict) -> dict:
     perplexity is within 20% of the base LM's on the same prompts; when none is, the lowest perplexity.
     """
     from mltk.core.registry import Registry
-    from mltk.data.text import read_prompts
-    from mltk.engines.detox.evaluate import ToxicityOptions, toxicity_evaluation
+    from mltk.data.text.sources import read_prompts
     from mltk.engines.detox.methods import load_method
+    from mltk.engines.detox.protocols import ToxicityOptions, toxicity_evaluation
     from mltk.engines.detox.scorers import load_classifier_scorer
-    from mltk.nn.causal_lm import load_causal_lm
+    from mltk.nn.language_models.causal_lm import load_causal_lm
 
     registry = Registry(env["MLTK_HOME"])
     every = read_prompts(Path(env["MLTK_DATA"]) / RTP / "toxic.jsonl")
@@ -217,11 +217,11 @@ def quality(args, env: dict, chosen: dict) -> dict:
     """Toxicity, perplexity and diversity of every method on both prompt sets (``chosen``: decoding settings per
     method, from :func:`validate`; the artifacts' defaults otherwise)."""
     from mltk.core.registry import Registry
-    from mltk.data.text import read_prompts
-    from mltk.engines.detox.evaluate import ToxicityOptions, toxicity_evaluation
+    from mltk.data.text.sources import read_prompts
     from mltk.engines.detox.methods import load_method
+    from mltk.engines.detox.protocols import ToxicityOptions, toxicity_evaluation
     from mltk.engines.detox.scorers import load_classifier_scorer
-    from mltk.nn.causal_lm import load_causal_lm
+    from mltk.nn.language_models.causal_lm import load_causal_lm
 
     registry = Registry(env["MLTK_HOME"])
     device = torch.device("cpu")
@@ -297,7 +297,7 @@ def speed(args, env: dict, chosen: dict) -> dict:
     nucleus (filter_p < 1: a second head product and a second nucleus per token), ``adlm-filter_p-1`` also
     times it steering every token (the artifact's default), for the cost of that choice."""
     from mltk.core.registry import Registry
-    from mltk.data.text import read_prompts
+    from mltk.data.text.sources import read_prompts
     from mltk.engines.detox.generation import GenerationStats, Sampling, generate
     from mltk.engines.detox.methods import load_method
 

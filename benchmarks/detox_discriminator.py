@@ -31,11 +31,12 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=300)
     args = parser.parse_args()
     from mltk.core.registry import Registry
+    from mltk.data.text.tokens import encode_sentences
     from mltk.engines.detox.adlm import pooled
     from mltk.engines.detox.adlm_recipe import AdlmObjective
     from mltk.engines.detox.config import AdlmSpec, TextData
     from mltk.engines.detox.methods import load_method
-    from mltk.engines.detox.training import encode_sentences, read_text_data
+    from mltk.engines.detox.training import read_text_data
 
     registry = Registry()
     method = load_method(args.ref, registry=registry)

@@ -40,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     import transformers  # noqa: F401  (imported before the baseline is read: the method is what is measured)
 
-    from mltk.data.text import read_prompts
+    from mltk.data.text.sources import read_prompts
     from mltk.engines.detox.generation import Sampling, generate
     from mltk.engines.detox.methods import load_method
 

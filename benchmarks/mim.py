@@ -93,7 +93,7 @@ def evaluate_checkpoint(ckpt_dir: Path, prefix: str, spec: dict, splits, probe_t
     """Linear-probe and k-NN accuracy of the network stored under ``prefix`` in a checkpoint."""
     from mltk.core.runs import Checkpoint
     from mltk.engines.mim.encoder import load_strict
-    from mltk.nn.mae import build_mae
+    from mltk.nn.encoders.mae import build_mae
 
     tensors = Checkpoint(ckpt_dir).load_model_state()
     if prefix:
@@ -105,7 +105,7 @@ def evaluate_checkpoint(ckpt_dir: Path, prefix: str, spec: dict, splits, probe_t
 
 def evaluate_model(model, splits, probe_train: int, probe_test: int) -> dict:
     """Linear probe, k-NN and held-out reconstruction of an MAE, on the images every CIFAR point uses."""
-    from mltk.engines.mim.features import (
+    from mltk.nn.encoders.evaluation import (
         extract_features,
         knn_predict,
         linear_probe,
@@ -171,7 +171,7 @@ def section_cifar_untrained(probe_train: int, probe_test: int) -> None:
     """The reference row: the same architecture untrained (seed 0), scored exactly like the trained points."""
     from mltk.data import DataSpec, load_splits
     from mltk.engines.mim.encoder import load_mae
-    from mltk.nn.mae import build_mae
+    from mltk.nn.encoders.mae import build_mae
 
     path = WORK / "results-cifar.json"
     out = json.loads(path.read_text())
@@ -250,9 +250,9 @@ def section_step_cost(batch: int, steps: int, part: str) -> None:
 def probe_artifact(ref: str, splits, probe_train: int, probe_test: int) -> dict:
     """Linear-probe and k-NN accuracy of an encoder artifact's frozen features on a labelled target
     (its images fitted to the encoder's input, as ``mltk eval REF --data`` does), in this process."""
-    from mltk.data.fit_images import fit_images
+    from mltk.data.images.fit_images import fit_images
     from mltk.engines.mim.encoder import load_mae
-    from mltk.engines.mim.features import (
+    from mltk.nn.encoders.evaluation import (
         extract_features,
         knn_predict,
         linear_probe,

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from mltk.data import load_dataset
-from mltk.data.idx import MNIST_CLASSES, read_idx
+from mltk.data.images.idx import MNIST_CLASSES, read_idx
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CACHE = Path("/tmp/mltk-mim")

@@ -302,7 +302,7 @@ def _step_cost(cost: dict | None) -> list[str]:
                       "a step: the goal was missed. A profile (torch.profiler, both steps) showed the",
                       "gap in `aten::fill_` and `aten::add_`: our attention took q, k and v as `qkv[0], qkv[1], qkv[2]`,",
                       "and the backward of each index fills a zero tensor of the whole qkv shape (three per block, then",
-                      "summed). `mltk/nn/vit.py` now takes them with `unbind` along the qkv axis of the linear's output",
+                      "summed). `mltk/nn/encoders/vit.py` now takes them with `unbind` along the qkv axis of the linear's output",
                       "(one stack in backward, no extra copy). Outputs and gradients are bit-identical to before",
                       "(checked on a random block) and the golden-loss tests pass unchanged, so the accuracy runs of",
                       "sections 1 and 4, made before the change, stand. Runs after it (the table shows the last): "

@@ -3,7 +3,7 @@
 Variants (ViT-Tiny 192 x 12, patch 4 on 32 px images = 64 patches, decoder 128 x 2, mask 0.75,
 norm-pix loss, AdamW; the same random images every step):
 
-* ``mae``:          mltk's MAE step (mltk.nn.mae): forward on the 16 visible patches, decoder, loss.
+* ``mae``:          mltk's MAE step (mltk.nn.encoders.mae): forward on the 16 visible patches, decoder, loss.
 * ``rc-mae``:       + the EMA teacher's forward on the SAME visible patches (no gradient), the
                     consistency loss, and the EMA update of every teacher parameter.
 * ``full-teacher``: self-distillation whose teacher encodes EVERY patch, as iBOT / data2vec-style
@@ -39,7 +39,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from mltk.nn.mae import (
+from mltk.nn.encoders.mae import (
     build_mae,
     ema_copy,
     ema_update,

@@ -39,7 +39,7 @@ from mltk.engines.quantize.network import (
     to_training_form,
 )
 from mltk.engines.quantize.source import load_source
-from mltk.nn.evaluation import evaluate_classifier
+from mltk.nn.classifiers.evaluation import evaluate_classifier
 
 # (label, regex of the layers with binary weights, regex of the layers with binary inputs); each regex is
 # searched in "NAME KIND", KIND one of depthwise (a kxk conv, one input channel per group), expand (a 1x1

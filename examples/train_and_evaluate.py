@@ -19,7 +19,7 @@ from mltk.core.registry import Registry
 from mltk.core.run_recipe import run_recipe
 from mltk.data import DataSpec, load_splits
 from mltk.nn.artifacts import load_classifier
-from mltk.nn.evaluation import evaluate_classifier
+from mltk.nn.classifiers.evaluation import evaluate_classifier
 
 
 def main() -> None:

@@ -20,13 +20,8 @@ from mltk.core.config import parse_overrides
 from mltk.core.errors import ArtifactError, UsageError
 from mltk.core.registry import Registry
 from mltk.core.tensor_files import read_safetensors_metadata
-from mltk.data.catalog import describe_datasets
-from mltk.nn.artifacts import (
-    classifier_artifact,
-    import_classifier,
-    load_classifier,
-    looks_like_path,
-)
+from mltk.nn.artifacts import load_classifier, looks_like_path
+from mltk.nn.importing import import_weights
 
 
 def ls(name: str = typer.Argument(None, help="only this artifact's versions"), fmt: str = FormatOption) -> None:
@@ -120,9 +115,10 @@ def export(ref: str = typer.Argument(...),
     Other mltk commands accept a copied folder as a reference.
     """
     if export_format != "copy":
-        import mltk.engines  # noqa: F401  (registers every classifier kind)
-        from mltk.nn.export import export_classifier
+        from mltk import load_engines
+        from mltk.nn.classifiers.export import export_classifier
 
+        load_engines()  # the engines register the classifier kinds they store (a binarized network, say)
         print(export_classifier(load_classifier(ref), out, fmt=export_format, overwrite=overwrite))
         return
     for path in Registry().export(ref, out, overwrite=overwrite):
@@ -144,26 +140,10 @@ def import_(
 ) -> None:
     """Bring foreign weights into the registry (read with torch.load(weights_only=True) only)."""
     reporter = reporter_for(fmt)
-    shape = _dataset_shape(data) if data else {}
-    num_classes = num_classes or shape.get("num_classes")
-    in_channels = in_channels or shape.get("in_channels")
-    image_size = image_size or shape.get("image_size")
-    missing = [flag for flag, value in (("--num-classes", num_classes), ("--in-channels", in_channels),
-                                        ("--image-size", image_size)) if value is None]
-    if missing:
-        raise UsageError(f"import needs {', '.join(missing)}", hint="pass them, or --data NAME to take them "
-                                                                    "from a dataset")
-    model = import_classifier(file, arch=arch, num_classes=num_classes, in_channels=in_channels,
-                              image_size=image_size, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
-                              options=parse_overrides(list(options or [])))
-    class_names = shape.get("class_names") or [str(i) for i in range(num_classes)]
-    task_data = {"name": data} if data else {}
-    files, card = classifier_artifact(
-        model, engine="import", data=task_data, class_names=class_names, config={"source": str(file)},
-        config_sha256="", metrics={}, primary_metric="test_accuracy", parent=f"file:{Path(file).name}",
-        relation="imported")
-    record = Registry().save(name or Path(file).stem.replace(" ", "-"), files=files, card=card)
-    reporter.info(f"imported {file} as {record.ref} ({card['parameters']} parameters)")
+    record = import_weights(file, arch=arch, data=data, num_classes=num_classes, in_channels=in_channels,
+                            image_size=image_size, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
+                            options=parse_overrides(list(options or [])), name=name)
+    reporter.info(f"imported {file} as {record.ref} ({record.card()['parameters']} parameters)")
     emit(fmt, record.to_dict(), lambda c: c.print(record.ref), quiet=record.ref)
 
 
@@ -174,16 +154,6 @@ def alias(ref: str = typer.Argument(...), alias_name: str = typer.Argument(..., 
     record = Registry().set_alias(ref, alias_name)
     emit(fmt, record.to_dict(), lambda c: c.print(f"{record.name}@{alias_name} -> {record.ref}"),
          quiet=record.ref)
-
-
-def _dataset_shape(name: str) -> dict:
-    for entry in describe_datasets():
-        if entry["name"] == name.split(":")[0]:
-            channels, height, _ = entry["image_shape"]
-            return {"num_classes": entry["num_classes"], "in_channels": channels, "image_size": height,
-                    "class_names": entry.get("class_names")}
-    raise UsageError(f"--data {name!r}: shape not known for this dataset",
-                     hint="pass --num-classes, --in-channels and --image-size")
 
 
 def _floats(text: str | None, flag: str) -> list[float] | None:

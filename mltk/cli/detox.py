@@ -11,7 +11,7 @@ import typer
 from mltk.cli.render import FormatOption, emit, reporter_for
 from mltk.core.device import resolve_device
 from mltk.core.errors import UsageError
-from mltk.data.text import read_prompts
+from mltk.data.text.sources import read_prompts
 from mltk.engines.detox import Sampling, generate, load_method
 from mltk.engines.detox.generation import GenerationStats
 

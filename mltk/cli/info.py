@@ -16,7 +16,7 @@ from mltk.core import config as config_mod
 from mltk.core.catalog import parse_preset_ref, preset_path, protocols, recipes
 from mltk.core.errors import UsageError
 from mltk.core.paths import data_root, mltk_home, runs_root
-from mltk.data.catalog import describe_datasets
+from mltk.data.datasets import describe_datasets
 from mltk.nn import describe_archs
 
 

@@ -12,7 +12,7 @@ import traceback
 
 import typer
 
-from mltk import __version__
+from mltk import __version__, load_engines
 from mltk.cli import artifacts, evaluate, info, launching, train
 from mltk.cli.condense import condense as condense_command
 from mltk.cli.detox import detox_generate as detox_generate_command
@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     debug = bool(os.environ.get("MLTK_DEBUG"))
     launching.invoked_args = list(sys.argv[1:] if argv is None else argv)
     try:
+        # Every command then sees every engine's recipes, protocols and artifact kinds.
+        load_engines()
         app(args=argv, prog_name="mltk")
     except MltkError as exc:
         if debug:

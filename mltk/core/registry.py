@@ -39,10 +39,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from mltk import __version__
 from mltk.core.errors import ArtifactError, MltkError, UsageError
 from mltk.core.paths import mltk_home
 from mltk.core.tensor_files import fsync_dir, write_file
+from mltk.core.version import __version__
 
 CARD_FILE = "card.json"
 CARD_FORMAT = "mltk-artifact/1"
@@ -92,6 +92,26 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def checked_file(folder: Path, files: Mapping[str, Any], filename: str, *, where: str, hint: str | None,
+                 verify: bool = True) -> Path:
+    """``folder/filename`` once it matches its entry in a card's ``files``; else an ArtifactError naming it.
+
+    The one check of an artifact's bytes on the way in: registry versions and
+    exported folders both come through here, so a damaged file reads the same
+    wherever it lies. ``where`` names the artifact in the message; without
+    ``verify`` only the listing and the file's presence are checked.
+    """
+    entry = files.get(filename)
+    if not isinstance(entry, Mapping):
+        raise ArtifactError(f"{where}: has no file {filename!r} (files: {', '.join(files) or 'none'})", hint=hint)
+    path = folder / filename
+    if not path.is_file():
+        raise ArtifactError(f"{where}: {filename} is missing", hint=hint)
+    if verify and sha256_file(path) != entry.get("sha256"):
+        raise ArtifactError(f"{where}: {filename} does not match its recorded sha256", hint=hint)
+    return path
+
+
 @dataclasses.dataclass(frozen=True)
 class ArtifactRecord:
     """One version of one artifact, as the index knows it."""
@@ -131,22 +151,14 @@ class ArtifactRecord:
             raise ArtifactError(f"{self.ref}: {self.card_path} is not valid JSON",
                                 hint=f"run `mltk verify {self.ref}`") from None
 
+    @property
+    def damaged_hint(self) -> str:
+        return f"the artifact changed after it was saved; `mltk verify {self.ref}` lists every problem"
+
     def file(self, filename: str, *, verify: bool = True) -> Path:
-        """Path of one of the artifact's files, checked against the card's sha256."""
-        card = self.card()
-        entry = card.get("files", {}).get(filename)
-        if entry is None:
-            raise ArtifactError(f"{self.ref}: has no file {filename!r} "
-                                f"(files: {', '.join(card.get('files', {}))})")
-        path = self.path / filename
-        if not path.is_file():
-            raise ArtifactError(f"{self.ref}: {path} is missing",
-                                hint=f"the artifact folder was damaged; remove it with `mltk rm {self.ref}`")
-        if verify and sha256_file(path) != entry["sha256"]:
-            raise ArtifactError(f"{self.ref}: {filename} does not match its recorded sha256",
-                                hint=f"the file changed after it was saved; `mltk verify {self.ref}` "
-                                     "lists every mismatch")
-        return path
+        """Path of one of the artifact's files, checked against the card's sha256 (unless ``verify`` is off)."""
+        return checked_file(self.path, self.card().get("files", {}), filename, where=self.ref,
+                            hint=self.damaged_hint, verify=verify)
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)

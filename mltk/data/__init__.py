@@ -5,14 +5,14 @@ train = load_dataset("cifar10", "train", data_dir="~/data")
 splits = load_splits(DataSpec(name="digits", val_holdout=0.1))
 """
 
-from mltk.data.catalog import (
+from mltk.data.datasets import (
     DatasetInfo,
     dataset_info,
     dataset_names,
     describe_datasets,
     load_dataset,
 )
-from mltk.data.dataset import ImageDataset
+from mltk.data.images.dataset import ImageDataset
 from mltk.data.splits import DataSpec, DataSplits, holdout, load_split, load_splits
 
 __all__ = [

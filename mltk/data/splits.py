@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from mltk.core.errors import ConfigError, UsageError
-from mltk.data.catalog import load_dataset
-from mltk.data.dataset import ImageDataset
+from mltk.data.datasets import load_dataset
+from mltk.data.images.dataset import ImageDataset
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
-"""Method engines. Importing this package registers every recipe and protocol."""
+"""Method engines, one package each.
 
-import mltk.engines.condense  # noqa: F401
-import mltk.engines.detox  # noqa: F401
-import mltk.engines.mim  # noqa: F401
-import mltk.engines.quantize  # noqa: F401
-from mltk.engines import supervised  # noqa: F401
+This is the one list of them: importing it registers every engine's recipes,
+evaluation protocols and artifact kinds. ``mltk.load_engines()`` imports it
+(the catalog calls that on its first lookup, the CLI at start), so adding an
+engine means adding its package here and nothing in ``core`` or the CLI.
+"""
+
+from mltk.engines import condense, detox, mim, quantize, supervised  # noqa: F401

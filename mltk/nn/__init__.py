@@ -12,9 +12,8 @@ architecture joins with ``@register_arch``.
 from __future__ import annotations
 
 # Imported for their @register_arch side effect: the built-in architectures.
-from mltk.nn import convnet, mobilenet, resnet_cifar, resnet_option_a  # noqa: F401
-from mltk.nn.classifier import ImageClassifier
-from mltk.nn.registry import (
+from mltk.nn.classifiers import convnet, mobilenet, resnet_cifar, resnet_option_a  # noqa: F401
+from mltk.nn.classifiers.architectures import (
     UnknownArchError,
     arch_names,
     build_from_spec,
@@ -22,6 +21,8 @@ from mltk.nn.registry import (
     describe_archs,
     register_arch,
 )
+from mltk.nn.classifiers.classifier import ImageClassifier
+from mltk.nn.encoders import vit  # noqa: F401
 
 __all__ = [
     "ImageClassifier",

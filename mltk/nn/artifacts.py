@@ -19,27 +19,29 @@ command that takes a classifier then takes them too.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mltk.core.artifact import build_card, open_artifact, provenance
+from mltk.core.artifact import (
+    FOREIGN_SUFFIXES,
+    WEIGHTS_FILE,
+    build_card,
+    names_a_path,
+    open_artifact,
+    provenance,
+)
 from mltk.core.errors import ArtifactError, ConfigError, UsageError
 from mltk.core.registry import Registry
 from mltk.core.tensor_files import (
     load_foreign_state_dict,
     load_safetensors,
-    read_safetensors_metadata,
     safetensors_bytes,
 )
-from mltk.nn.classifier import ImageClassifier
-from mltk.nn.registry import UnknownArchError, build_from_spec, build_model
-
-WEIGHTS_FILE = "model.safetensors"
-_FOREIGN_SUFFIXES = (".pt", ".pth", ".th", ".bin", ".ckpt")
+from mltk.nn.classifiers.architectures import UnknownArchError, build_from_spec, build_model
+from mltk.nn.classifiers.classifier import ImageClassifier
 
 
 @dataclasses.dataclass
@@ -90,34 +92,24 @@ def classifier_artifact(model: ImageClassifier, *, engine: str, data: Any, class
 
 
 def looks_like_path(ref: str) -> bool:
-    path = Path(ref).expanduser()
-    return path.exists() or "/" in ref or path.suffix in (".safetensors", *_FOREIGN_SUFFIXES)
+    return names_a_path(ref)
 
 
 def load_classifier(ref: str, registry: Registry | None = None) -> LoadedClassifier:
     """The classifier ``ref`` names, with its task description; ArtifactError if it cannot be."""
-    if looks_like_path(ref) and not Path(ref).expanduser().is_dir():
-        return _load_from_path(Path(ref).expanduser())
-    opened = open_artifact(ref, registry=registry)
-    model = _loader_for(opened.card, opened.source)(opened.card, opened.file, opened.source)
-    return LoadedClassifier(model, opened.source, opened.card.get("task", {}), opened.card)
-
-
-def _load_from_path(path: Path) -> LoadedClassifier:
-    if not path.exists():
-        raise ArtifactError(f"{path}: no such file or folder",
-                            hint="give a registry reference (see `mltk ls`) or an existing path")
-    if path.suffix in _FOREIGN_SUFFIXES:
+    path = Path(ref).expanduser()
+    if path.is_file() and path.suffix in FOREIGN_SUFFIXES:
         raise UsageError(f"{path}: a plain PyTorch checkpoint carries no architecture",
                          hint=f"import it first: mltk import {path} --arch NAME (see `mltk import --help`)")
-    metadata = read_safetensors_metadata(path)
-    if "arch" not in metadata:
-        raise ArtifactError(f"{path}: safetensors file without an mltk architecture in its metadata",
-                            hint=f"import it with an architecture: mltk import {path} --arch NAME")
-    spec = json.loads(metadata["arch"])
-    task = json.loads(metadata.get("task", "{}"))
-    return LoadedClassifier(_rebuild(spec, path, str(path)), str(path), task,
-                            {"arch": spec, "task": task, "engine": metadata.get("engine")})
+    opened = open_artifact(ref, registry=registry, lone_files=True)
+    card = opened.card
+    if opened.lone_file:
+        if "arch" not in card:
+            raise ArtifactError(f"{path}: safetensors file without an mltk architecture in its metadata",
+                                hint=f"import it with an architecture: mltk import {path} --arch NAME")
+        card = {"kind": "classifier", **card}  # a plain classifier's weights name no kind
+    model = _loader_for(card, opened.source)(card, opened.file, opened.source)
+    return LoadedClassifier(model, opened.source, card.get("task", {}), card)
 
 
 def _loader_for(card: dict, where: str) -> ClassifierLoader:

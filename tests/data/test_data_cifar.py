@@ -180,7 +180,7 @@ def test_a_tarball_member_larger_than_any_cifar_batch_is_refused_unread(tmp_path
     import io
     import tarfile
 
-    from mltk.data import cifar
+    from mltk.data.images import cifar
 
     monkeypatch.setattr(cifar, "MAX_MEMBER_BYTES", 1000)
     path = tmp_path / "cifar-10-python.tar.gz"

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from mltk.core.errors import ArtifactError, DataMissingError
-from mltk.data import idx, load_dataset
-from mltk.data.idx import read_idx
+from mltk.data import load_dataset
+from mltk.data.images import idx
+from mltk.data.images.idx import read_idx
 
 
 @pytest.fixture

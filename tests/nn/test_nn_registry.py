@@ -15,7 +15,7 @@ from mltk.nn import (
     describe_archs,
     register_arch,
 )
-from mltk.nn import registry as registry_module
+from mltk.nn.classifiers import architectures as registry_module
 
 SHAPE = {"num_classes": 10, "in_channels": 3, "image_size": 32}
 EXPECTED_ARCHS = {

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from mltk.nn import build_model
-from mltk.nn.resnet_option_a import ZeroPadShortcut
+from mltk.nn.classifiers.resnet_option_a import ZeroPadShortcut
 
 SHAPE = {"num_classes": 10, "in_channels": 3, "image_size": 32}
 

@@ -10,7 +10,7 @@ diversity term are our interpretation, each a config key (``kfs.*``).
 
 from mltk.engines.condense.artifact import CondensedSet, export_condensed, load_condensed
 from mltk.engines.condense.config import CondenseConfig
-from mltk.engines.condense.evaluate import condensed_protocol, evaluate_condensed
+from mltk.engines.condense.protocols import condensed_protocol, evaluate_condensed
 from mltk.engines.condense.recipe import CondenseRecipe
 from mltk.engines.condense.storage import StorageReport, budget_floats, kfs_layout
 

@@ -25,7 +25,7 @@ from mltk.core.artifact import open_artifact
 from mltk.core.errors import UsageError
 from mltk.core.registry import Registry
 from mltk.core.tensor_files import load_safetensors, safetensors_bytes
-from mltk.data.png_grid import grid_png
+from mltk.data.images.png_grid import grid_png
 from mltk.data.splits import DataSpec
 from mltk.engines.condense.kfs import FactorizedSet
 from mltk.engines.condense.storage import KfsLayout

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from mltk.core.errors import ConfigError
-from mltk.data.augment import shift_crop
+from mltk.data.images.augment import shift_crop
 
 FAMILIES = ("color", "crop", "cutout", "flip", "scale", "rotate")
 FULL_STRATEGY = "color_crop_cutout_flip_scale_rotate"

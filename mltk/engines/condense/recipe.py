@@ -37,17 +37,17 @@ from mltk.engines.condense import kfs as kfs_mod
 from mltk.engines.condense.artifact import KIND, RELATION, condensed_files
 from mltk.engines.condense.config import CondenseConfig
 from mltk.engines.condense.dsa import SiameseAugment, parse_strategy
-from mltk.engines.condense.evaluate import evaluate_condensed
 from mltk.engines.condense.matching import (
     RandomEmbedder,
     matching_loss,
     real_class_means,
     synthetic_class_means,
 )
+from mltk.engines.condense.protocols import evaluate_condensed
 from mltk.engines.condense.selection import class_indices, herding, random_per_class
 from mltk.engines.condense.storage import StorageReport, budget_floats, kfs_layout
 from mltk.nn import build_model
-from mltk.nn.fit import FitSchedule, fit_classifier
+from mltk.nn.classifiers.fit import FitSchedule, fit_classifier
 
 PRIMARY_METRIC = "test_accuracy"
 # Purposes of the seeded generators, so no two draws of a step share a stream.

@@ -28,7 +28,14 @@ decoding rule is ``logits_LM + alpha * (logits_nontoxic - logits_toxic)``
 instead); and the loss weights are configuration values, not the paper's.
 """
 
-from mltk.engines.detox import adlm_recipe, evaluate, finetune, lm_recipe, scorer_recipe  # noqa: F401
+from mltk.engines.detox import (  # noqa: F401  (each registers its recipe or protocol)
+    adlm_recipe,
+    dapt_recipe,
+    dexperts_recipe,
+    lm_recipe,
+    protocols,
+    scorer_recipe,
+)
 from mltk.engines.detox.generation import Sampling, generate
 from mltk.engines.detox.methods import DetoxMethod, load_method
 

@@ -44,17 +44,16 @@ from mltk.core.registry import ArtifactRecord
 from mltk.core.run_recipe import RunContext
 from mltk.core.seeding import generator
 from mltk.core.tensor_files import safetensors_bytes
+from mltk.data.text.tokens import TokenData, balance_labels
 from mltk.engines.detox.adlm import NONTOXIC, TOXIC, AdlmHead, final_norm_and_head, pooled
 from mltk.engines.detox.config import AdlmConfig, AdlmSpec
-from mltk.engines.detox.finetune import load_labelled_lm_data
 from mltk.engines.detox.training import (
     ObjectiveTask,
-    TokenData,
-    balance_labels,
+    load_labelled_lm_data,
     mean_loss,
     next_token_loss,
 )
-from mltk.nn.causal_lm import lm_fingerprint, resolve_lm_reference
+from mltk.nn.language_models.causal_lm import lm_fingerprint, resolve_lm_reference
 
 ADLM_KIND = "adlm"
 HEAD_FILE = "adlm.safetensors"

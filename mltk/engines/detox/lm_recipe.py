@@ -20,16 +20,11 @@ from mltk.core.config import config_hash, to_dict
 from mltk.core.registry import ArtifactRecord
 from mltk.core.run_recipe import RunContext
 from mltk.core.seeding import seed_everything
-from mltk.data.text import locate
+from mltk.data.text.sources import locate
+from mltk.data.text.tokens import pack_corpus
 from mltk.engines.detox.config import LMConfig
-from mltk.engines.detox.training import (
-    ObjectiveTask,
-    mean_loss,
-    next_token_loss,
-    pack_corpus,
-    read_text_data,
-)
-from mltk.nn.causal_lm import causal_lm_artifact, load_tokenizer, quiet_transformers
+from mltk.engines.detox.training import ObjectiveTask, mean_loss, next_token_loss, read_text_data
+from mltk.nn.language_models.causal_lm import causal_lm_artifact, load_tokenizer, quiet_transformers
 
 
 class LanguageModelObjective(torch.nn.Module):

@@ -28,16 +28,16 @@ from mltk.core.registry import Registry
 from mltk.core.tensor_files import load_safetensors
 from mltk.engines.detox.adlm import AdlmHead, check_head_fits
 from mltk.engines.detox.adlm_recipe import ADLM_KIND, HEAD_FILE
-from mltk.engines.detox.finetune import ANTIEXPERT_FILE, DEXPERTS_KIND, EXPERT_FILE
+from mltk.engines.detox.dexperts_recipe import ANTIEXPERT_FILE, DEXPERTS_KIND, EXPERT_FILE
 from mltk.engines.detox.generation import AdlmDecoder, ContrastDecoder, Decoder, LMDecoder
 from mltk.nn.artifacts import load_weights_exactly
-from mltk.nn.causal_lm import (
+from mltk.nn.language_models.causal_lm import (
     HUB_PREFIX,
     LoadedLM,
     lm_fingerprint,
     load_causal_lm,
 )
-from mltk.nn.causal_lm import KIND as LM_KIND
+from mltk.nn.language_models.causal_lm import KIND as LM_KIND
 
 METHODS = ("base", "dapt", "dexperts", "adlm")
 FOREIGN_WEIGHTS_HINT = "the artifact belongs to another LM or was damaged; `mltk verify` checks it"

@@ -24,7 +24,7 @@ from mltk.core.errors import ConfigError
 from mltk.core.registry import ArtifactRecord
 from mltk.core.run_recipe import RunContext
 from mltk.core.tensor_files import safetensors_bytes
-from mltk.data.text import FORMATS, in_slice, locate, read_rtp_scored, read_source
+from mltk.data.text.sources import FORMATS, in_slice, locate, read_rtp_scored, read_source
 from mltk.engines.detox.config import ScorerConfig
 from mltk.engines.detox.scorers import CLASSIFIER_KIND, SCORER_FILE, ClassifierScorer
 from mltk.engines.detox.training import read_text_data

@@ -1,4 +1,4 @@
-"""What every detox recipe shares: text turned into token tensors, and the task the shared step loop runs.
+"""What every detox recipe shares: its text read into examples, and the task the shared step loop runs.
 
 Each recipe supplies an *objective*: an ``nn.Module`` whose
 ``forward(ids, mask, labels) -> (loss, stats)`` computes the loss of a batch
@@ -13,7 +13,6 @@ run ends bit-identical (CPU) to an uninterrupted one.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
@@ -22,36 +21,14 @@ from mltk.core.errors import ConfigError
 from mltk.core.loop import StepLoop, StepOutput, StepTask
 from mltk.core.optimization import adamw_without_decay_on_vectors
 from mltk.core.run_recipe import RunContext
-from mltk.core.seeding import generator
+from mltk.core.seeding import generator, seed_everything
 from mltk.data.batches import epoch_order, per_rank_batch, step_indices
-from mltk.data.text import TextExample, in_slice, read_sources
+from mltk.data.text.sources import TextExample, in_slice, read_sources
+from mltk.data.text.tokens import TokenData, encode_sentences
 from mltk.engines.detox.config import LoopSpec, OptimSpec, TextData
+from mltk.nn.language_models.causal_lm import load_causal_lm
 
-NO_LABEL = -1
-
-
-@dataclasses.dataclass
-class TokenData:
-    """Sequences of token ids: ``ids`` int64 [N, T], ``mask`` bool [N, T] (real tokens), ``labels`` int64 [N]."""
-
-    ids: torch.Tensor
-    mask: torch.Tensor
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return self.ids.shape[0]
-
-    def take(self, index: torch.Tensor) -> TokenData:
-        return TokenData(self.ids[index], self.mask[index], self.labels[index])
-
-    def to(self, device: torch.device) -> TokenData:
-        return TokenData(self.ids.to(device), self.mask.to(device), self.labels.to(device))
-
-    def where(self, keep: torch.Tensor) -> TokenData:
-        return self.take(torch.nonzero(keep).flatten())
-
-
-# ---------------------------------------------------------------- text -> tokens
+# ---------------------------------------------------------------- text
 
 
 def read_text_data(spec: TextData, *, seed: int, labelled: bool, what: str) -> tuple[list[TextExample],
@@ -78,63 +55,6 @@ def read_text_data(spec: TextData, *, seed: int, labelled: bool, what: str) -> t
         raise ConfigError([f"data: no training examples in part {list(spec.part)} of {', '.join(sources)}"],
                           source=what, hint="widen data.part or add sources")
     return train, val
-
-
-def encode_sentences(tokenizer, examples: list[TextExample], *, seq_len: int) -> TokenData:
-    """One row per sentence: end-of-text as a start token, the sentence cut to ``seq_len``, padding masked."""
-    start = _start_token(tokenizer)
-    encoded = tokenizer([e.text for e in examples], add_special_tokens=False)["input_ids"]
-    ids = torch.full((len(examples), seq_len), start, dtype=torch.int64)
-    mask = torch.zeros((len(examples), seq_len), dtype=torch.bool)
-    for row, tokens in enumerate(encoded):
-        tokens = [start] + list(tokens)[:seq_len - 1]
-        ids[row, :len(tokens)] = torch.tensor(tokens, dtype=torch.int64)
-        mask[row, :len(tokens)] = True
-    labels = torch.tensor([NO_LABEL if e.label is None else e.label for e in examples], dtype=torch.int64)
-    return TokenData(ids, mask, labels)
-
-
-def pack_corpus(tokenizer, examples: list[TextExample], *, seq_len: int) -> TokenData:
-    """Every text followed by end-of-text, concatenated and cut into rows of ``seq_len`` (the rest dropped)."""
-    end = _start_token(tokenizer)
-    stream: list[int] = []
-    for tokens in tokenizer([e.text for e in examples], add_special_tokens=False)["input_ids"]:
-        stream.extend(tokens)
-        stream.append(end)
-    rows = len(stream) // seq_len
-    if rows == 0:
-        raise ConfigError([f"data: {len(stream)} tokens, fewer than one sequence of train.seq_len={seq_len}"],
-                          hint="add text or lower train.seq_len")
-    ids = torch.tensor(stream[:rows * seq_len], dtype=torch.int64).view(rows, seq_len)
-    return TokenData(ids, torch.ones_like(ids, dtype=torch.bool), torch.full((rows,), NO_LABEL))
-
-
-def balance_labels(data: TokenData, *, seed: int) -> TokenData:
-    """Every labelled row, plus seeded repeats of the rarer label's rows until both labels are equally common.
-
-    The toxic corpora are mostly toxic (Davidson: 83%); without this the
-    non-toxic side of a detoxifier would see a sixth of the sentences.
-    """
-    rows = [torch.nonzero(data.labels == label).flatten() for label in (0, 1)]
-    if any(len(r) == 0 for r in rows):
-        counts = ", ".join(f"{len(r)} {name}" for r, name in zip(rows, ("non-toxic", "toxic"), strict=True))
-        raise ConfigError([f"data: needs both toxic and non-toxic sentences, got {counts}"],
-                          hint="add labelled sources with both kinds of text")
-    target = max(len(r) for r in rows)
-    picked = []
-    for label, r in enumerate(rows):
-        extra = target - len(r)
-        repeats = r[torch.randint(len(r), (extra,), generator=generator(seed, 0xBA1, label))] if extra else r[:0]
-        picked.append(torch.cat([r, repeats]))
-    return data.take(torch.cat(picked))
-
-
-def _start_token(tokenizer) -> int:
-    token = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.bos_token_id
-    if token is None:
-        raise ConfigError(["the tokenizer has neither an end-of-text nor a beginning-of-text token"],
-                          hint="use a tokenizer with an eos token (GPT-2's is <|endoftext|>)")
-    return int(token)
 
 
 def next_token_loss(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -234,3 +154,35 @@ def mean_loss(loss_fn, data: TokenData, *, batch_size: int, device: torch.device
         total += float(loss) * int(n)
         count += int(n)
     return total / max(count, 1)
+
+
+# ---------------------------------------------------------------- what the LM-tuning recipes share
+
+
+def load_labelled_lm_data(cfg, ctx: RunContext, what: str):
+    """(loaded LM, train TokenData, val TokenData) for a recipe with ``lm`` and labelled ``data``."""
+    if not cfg.lm:
+        raise ConfigError(["lm: required: the LM to start from"], source=what,
+                          hint="lm=NAME (a causal-lm artifact, e.g. from `mltk train lm`), a Hugging Face folder, "
+                               "or hf:NAME")
+    seed_everything(cfg.seed)
+    loaded = load_causal_lm(cfg.lm, registry=ctx.registry, device=ctx.device)
+    train, val = read_text_data(cfg.data, seed=cfg.seed, labelled=True, what=what)
+    limit = loaded.model.config.max_position_embeddings if hasattr(loaded.model.config, "max_position_embeddings") \
+        else cfg.train.seq_len
+    seq_len = min(cfg.train.seq_len, limit)
+    train_data = encode_sentences(loaded.tokenizer, train, seq_len=seq_len)
+    val_data = encode_sentences(loaded.tokenizer, val, seq_len=seq_len)
+    toxic = int((train_data.labels == 1).sum())
+    ctx.reporter.info(f"data: {len(train)} training sentences ({toxic} toxic, {len(train) - toxic} non-toxic), "
+                      f"{len(val)} validation; LM {loaded.reference} "
+                      f"({sum(p.numel() for p in loaded.model.parameters())} parameters)")
+    return loaded, train_data, val_data
+
+
+def label_perplexity(loss_and_count, data: TokenData, label: int, *, batch_size: int, device) -> float | None:
+    rows = data.where(data.labels == label)
+    if len(rows) == 0:
+        return None
+    loss = mean_loss(lambda i, m, _: loss_and_count(i, m), rows, batch_size=batch_size, device=device)
+    return math.exp(min(loss, 50.0))

@@ -3,8 +3,8 @@
 
 from mltk.engines.mim import protocols  # noqa: F401  (registers the evaluation protocols)
 from mltk.engines.mim.config import MAEConfig, RCMAEConfig, SDFTConfig
-from mltk.engines.mim.mae import MAERecipe
-from mltk.engines.mim.rc_mae import RCMAERecipe
-from mltk.engines.mim.sdft import SelfDistillRecipe
+from mltk.engines.mim.mae_recipe import MAERecipe
+from mltk.engines.mim.rc_mae_recipe import RCMAERecipe
+from mltk.engines.mim.sdft_recipe import SelfDistillRecipe
 
 __all__ = ["MAEConfig", "MAERecipe", "RCMAEConfig", "RCMAERecipe", "SDFTConfig", "SelfDistillRecipe"]

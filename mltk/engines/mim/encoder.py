@@ -5,7 +5,7 @@ An encoder artifact (card ``kind: encoder``) is a whole masked auto-encoder
 
     model.safetensors     the weights evaluation uses (RC-MAE: the EMA teacher by default)
     student.safetensors   RC-MAE only: the other network of the pair
-    card.json             ``arch``: the MAE spec (mltk.nn.mae.build_mae), ``weights``: which
+    card.json             ``arch``: the MAE spec (mltk.nn.encoders.mae.build_mae), ``weights``: which
                           network each file holds, task (data spec, class names), metrics, lineage
 
 Evaluation protocols also take any classifier artifact (its ``embed`` features),
@@ -19,12 +19,12 @@ from collections.abc import Callable
 
 import torch
 
-from mltk.core.artifact import build_card, open_artifact, provenance
+from mltk.core.artifact import OpenedArtifact, build_card, open_artifact, provenance
 from mltk.core.errors import ArtifactError, ConfigError, UsageError
 from mltk.core.registry import Registry
 from mltk.core.tensor_files import load_safetensors, safetensors_bytes
 from mltk.nn.artifacts import load_classifier, load_weights_exactly
-from mltk.nn.mae import MaskedAutoencoder, build_mae
+from mltk.nn.encoders.mae import MaskedAutoencoder, build_mae
 
 KIND = "encoder"
 WEIGHTS_FILE = "model.safetensors"
@@ -84,10 +84,28 @@ def load_mae(ref: str, *, weights: str = "default", registry: Registry | None = 
     ``teacher`` or ``student`` (the file holding that network).
     """
     opened = open_artifact(ref, registry=registry)
-    card, read, source = opened.card, opened.file, opened.source
-    if card.get("kind") != KIND:
-        raise ArtifactError(f"{source}: is a {card.get('kind', 'unknown')!r} artifact, not a masked "
+    if opened.card.get("kind") != KIND:
+        raise ArtifactError(f"{opened.source}: is a {opened.card.get('kind', 'unknown')!r} artifact, not a masked "
                             "auto-encoder", hint="pass an artifact made by `mltk train mae` or `mltk train rc-mae`")
+    return _mae_of(opened, weights)
+
+
+def load_encoder(ref: str, *, weights: str = "default", registry: Registry | None = None) -> LoadedEncoder:
+    """Features of ``ref``: an encoder artifact (see load_mae) or any classifier artifact."""
+    opened = open_artifact(ref, registry=registry)
+    if opened.card.get("kind") == KIND:
+        return _mae_of(opened, weights)
+    if weights not in ("default", "model"):
+        raise UsageError(f"--weights {weights}: {opened.source} is a classifier, it holds one network",
+                         hint="leave --weights out")
+    loaded = load_classifier(ref, registry)
+    args = loaded.arch_args
+    return LoadedEncoder(features=loaded.model.embed, module=loaded.model, source=loaded.source, card=loaded.card,
+                         weights="classifier", in_channels=args["in_channels"], image_size=args["image_size"])
+
+
+def _mae_of(opened: OpenedArtifact, weights: str) -> LoadedEncoder:
+    card, source = opened.card, opened.source
     filename, role = _weights_file(card, weights, source)
     try:
         model = build_mae(card["arch"])
@@ -95,27 +113,12 @@ def load_mae(ref: str, *, weights: str = "default", registry: Registry | None = 
         detail = exc.message if isinstance(exc, ConfigError) else repr(exc)
         raise ArtifactError(f"{source}: the card's MAE spec cannot be built: {detail}",
                             hint="upgrade mltk, or check that the card was not edited") from None
-    tensors, _ = load_safetensors(read(filename))
+    tensors, _ = load_safetensors(opened.file(filename))
     load_strict(model, tensors, f"{source} ({filename})")
     model.eval()
     args = card["arch"]["encoder"]["args"]
     return LoadedEncoder(features=model.features, module=model, source=source, card=card, weights=role,
                          in_channels=args["in_channels"], image_size=args["image_size"], mae=model)
-
-
-def load_encoder(ref: str, *, weights: str = "default", registry: Registry | None = None) -> LoadedEncoder:
-    """Features of ``ref``: an encoder artifact (see load_mae) or any classifier artifact."""
-    opened = open_artifact(ref, registry=registry)
-    card, source = opened.card, opened.source
-    if card.get("kind") == KIND:
-        return load_mae(ref, weights=weights, registry=registry)
-    if weights not in ("default", "model"):
-        raise UsageError(f"--weights {weights}: {source} is a classifier, it holds one network",
-                         hint="leave --weights out")
-    loaded = load_classifier(ref, registry)
-    args = loaded.arch_args
-    return LoadedEncoder(features=loaded.model.embed, module=loaded.model, source=loaded.source, card=loaded.card,
-                         weights="classifier", in_channels=args["in_channels"], image_size=args["image_size"])
 
 
 def _weights_file(card: dict, weights: str, source: str) -> tuple[str, str]:

@@ -30,16 +30,16 @@ from mltk.core.errors import UsageError
 from mltk.core.registry import Registry
 from mltk.core.seeding import generator, seed_step
 from mltk.data import DataSpec, ImageDataset
-from mltk.data.augment import crop_flip, crop_padding
 from mltk.data.batches import epoch_order, step_indices, steps_per_epoch
-from mltk.data.catalog import dataset_info
+from mltk.data.datasets import dataset_info
+from mltk.data.images.augment import crop_flip, crop_padding
 from mltk.engines.mim.encoder import LoadedEncoder
-from mltk.engines.mim.features import subset_indices
 from mltk.engines.mim.schedules import learning_rate
 from mltk.nn import ImageClassifier, build_model
 from mltk.nn.artifacts import classifier_artifact
-from mltk.nn.evaluation import evaluate_classifier
-from mltk.nn.vit import VisionTransformer
+from mltk.nn.classifiers.evaluation import evaluate_classifier
+from mltk.nn.encoders.evaluation import subset_indices
+from mltk.nn.encoders.vit import VisionTransformer
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,10 +26,10 @@ from mltk.core.console import Reporter
 from mltk.core.device import resolve_device
 from mltk.core.errors import UsageError
 from mltk.data import DataSpec, ImageDataset, load_splits
-from mltk.data.fit_images import fit_dataset
+from mltk.data.images.fit_images import fit_dataset
 from mltk.engines.mim.encoder import LoadedEncoder, load_encoder
-from mltk.engines.mim.features import extract_features, knn_predict, linear_probe, subset_indices
 from mltk.engines.mim.finetune import FinetuneOptions, finetune
+from mltk.nn.encoders.evaluation import extract_features, knn_predict, linear_probe, subset_indices
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,7 +37,7 @@ from mltk.core.tensor_files import load_safetensors, safetensors_bytes
 from mltk.engines.quantize.network import PACKED_SUFFIX, load_deployed_tensors, to_deployed_form
 from mltk.nn import ImageClassifier, build_from_spec
 from mltk.nn.artifacts import WEIGHTS_FILE, register_classifier_kind
-from mltk.nn.registry import UnknownArchError
+from mltk.nn.classifiers.architectures import UnknownArchError
 
 KIND_BINARY = "binarized-classifier"
 KIND_QUANTIZED = "quantized-classifier"

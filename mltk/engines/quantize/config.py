@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+from pathlib import Path
 from typing import Literal
 
 from mltk.core.sections import LoopSettings, OptimizerSettings, check_values
+from mltk.nn.artifacts import looks_like_path
 
 METHODS = ("auto", "bitat", "xnor", "reactnet", "uniform")
 BITS = (1, 2, 4, 8)
@@ -134,10 +137,15 @@ class QuantizeConfig:
     def artifact_name(self) -> str:
         if self.name:
             return self.name
-        from mltk.engines.quantize.source import base_name
-
         act = "32" if self.act_bits() == 32 else str(self.act_bits())
         return f"{base_name(self.model.ref)}-w{self.quant.bits}a{act}-{self.method()}"
+
+
+def base_name(ref: str) -> str:
+    """A registry-safe stem for names derived from ``ref`` (``mobilenet-digits:3`` -> ``mobilenet-digits``)."""
+    stem = Path(ref).stem if looks_like_path(ref) else re.split(r"[:@]", ref)[0]
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "model"
+    return stem[:80]
 
 
 def config_problems(cfg: QuantizeConfig) -> list[str]:

@@ -44,8 +44,8 @@ from mltk.core.registry import ArtifactRecord
 from mltk.core.run_recipe import RunContext
 from mltk.core.seeding import generator, seed_everything
 from mltk.data import DataSpec, dataset_info, load_splits
-from mltk.data.augment import crop_flip, crop_padding
 from mltk.data.batches import epoch_order, per_rank_batch, step_indices, steps_per_epoch
+from mltk.data.images.augment import crop_flip, crop_padding
 from mltk.engines.quantize.artifact import deployed_from_bytes, quantized_artifact
 from mltk.engines.quantize.calibrate import calibrate_layers
 from mltk.engines.quantize.config import QuantizeConfig
@@ -70,7 +70,7 @@ from mltk.engines.quantize.schedule import (
 from mltk.engines.quantize.source import is_foreign_file, load_source
 from mltk.nn import build_from_spec
 from mltk.nn.artifacts import WEIGHTS_FILE
-from mltk.nn.evaluation import evaluate_classifier
+from mltk.nn.classifiers.evaluation import evaluate_classifier
 
 PRIMARY_METRIC = "test_accuracy"
 RECIPE_NAME = "quantize"

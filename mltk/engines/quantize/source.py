@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 
 from mltk.core.errors import ArtifactError, UsageError
@@ -26,7 +25,7 @@ from mltk.core.tensor_files import (
 from mltk.engines.quantize.config import SourceSpec
 from mltk.nn import ImageClassifier, build_model
 from mltk.nn.artifacts import WEIGHTS_FILE, load_classifier, looks_like_path
-from mltk.nn.infer_arch import infer_architecture, strip_prefix
+from mltk.nn.classifiers.infer_arch import infer_architecture, strip_prefix
 
 FOREIGN_SUFFIXES = (".pt", ".pth", ".th", ".bin", ".ckpt")
 QUANTIZED_KINDS = ("binarized-classifier", "quantized-classifier")
@@ -38,13 +37,6 @@ class SourceModel:
     parent: str  # lineage parent: name:version, or file:<name>
     task: dict  # {"data": DataSpec fields, "class_names": [...]}; empty for a foreign file
     fp_bytes: int  # bytes of the full-precision weights as mltk stores them (model.safetensors)
-
-
-def base_name(ref: str) -> str:
-    """A registry-safe stem for names derived from ``ref`` (``mobilenet-digits:3`` -> ``mobilenet-digits``)."""
-    stem = Path(ref).stem if looks_like_path(ref) else re.split(r"[:@]", ref)[0]
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "model"
-    return stem[:80]
 
 
 def is_foreign_file(ref: str) -> bool:

@@ -26,14 +26,14 @@ from mltk.core.loop import StepLoop, StepOutput, StepTask
 from mltk.core.registry import ArtifactRecord
 from mltk.core.run_recipe import RunContext
 from mltk.core.seeding import generator, seed_everything
-from mltk.data.augment import crop_flip, crop_padding
 from mltk.data.batches import epoch_order, per_rank_batch, step_indices, steps_per_epoch
-from mltk.data.catalog import dataset_info
+from mltk.data.datasets import dataset_info
+from mltk.data.images.augment import crop_flip, crop_padding
 from mltk.data.splits import load_splits
 from mltk.engines.supervised.config import SupervisedConfig
 from mltk.nn import build_model
 from mltk.nn.artifacts import classifier_artifact
-from mltk.nn.evaluation import evaluate_classifier
+from mltk.nn.classifiers.evaluation import evaluate_classifier
 
 PRIMARY_METRIC = "test_accuracy"
 

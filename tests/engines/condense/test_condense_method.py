@@ -23,7 +23,7 @@ from mltk.engines.condense.matching import (
 )
 from mltk.engines.condense.selection import class_indices, herding, random_per_class
 from mltk.nn import build_model
-from mltk.nn.fit import FitSchedule, fit_classifier
+from mltk.nn.classifiers.fit import FitSchedule, fit_classifier
 
 TINY = ["model.options.width=8", "match.batch_real=16", "kfs.warmup_steps=10", "eval.runs=0"]
 

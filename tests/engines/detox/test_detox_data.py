@@ -7,7 +7,13 @@ import json
 import pytest
 
 from mltk.core.errors import EXIT_MISSING
-from mltk.data.text import TextDataError, in_slice, read_prompts, read_source, read_sources
+from mltk.data.text.sources import (
+    TextDataError,
+    in_slice,
+    read_prompts,
+    read_source,
+    read_sources,
+)
 
 
 def write(path, text):

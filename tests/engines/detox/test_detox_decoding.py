@@ -7,7 +7,8 @@ import copy
 import pytest
 import torch
 
-from mltk.data.text import TextExample
+from mltk.data.text.sources import TextExample
+from mltk.data.text.tokens import encode_sentences
 from mltk.engines.detox.adlm import AdlmHead
 from mltk.engines.detox.adlm_recipe import AdlmObjective, diagonal_fisher
 from mltk.engines.detox.config import AdlmSpec
@@ -21,8 +22,7 @@ from mltk.engines.detox.generation import (
     top_k_filter,
     top_p_filter,
 )
-from mltk.engines.detox.training import encode_sentences
-from mltk.nn.causal_lm import load_causal_lm
+from mltk.nn.language_models.causal_lm import load_causal_lm
 
 CPU = torch.device("cpu")
 

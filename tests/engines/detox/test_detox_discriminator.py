@@ -13,12 +13,12 @@ import random
 import pytest
 import torch
 
-from mltk.data.text import TextExample
+from mltk.data.text.sources import TextExample
+from mltk.data.text.tokens import encode_sentences
 from mltk.engines.detox.adlm import NONTOXIC, TOXIC, AdlmHead
 from mltk.engines.detox.adlm_recipe import AdlmObjective
 from mltk.engines.detox.config import AdlmSpec
-from mltk.engines.detox.training import encode_sentences
-from mltk.nn.causal_lm import load_causal_lm
+from mltk.nn.language_models.causal_lm import load_causal_lm
 
 # the toy classes of conftest.py (whose tiny tokenizer was trained on them)
 CLEAN = ["what a lovely day in the park", "the cat sat on the warm mat", "we planted flowers by the river",

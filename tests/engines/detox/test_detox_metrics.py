@@ -14,7 +14,6 @@ import torch
 from mltk.core.catalog import EvalRequest
 from mltk.core.console import Reporter
 from mltk.core.errors import ConfigError, MltkError, UsageError
-from mltk.engines.detox.evaluate import toxicity_protocol
 from mltk.engines.detox.metrics import (
     conditional_perplexities,
     distinct_n,
@@ -22,8 +21,9 @@ from mltk.engines.detox.metrics import (
     mean_perplexity,
     toxicity_probability,
 )
+from mltk.engines.detox.protocols import toxicity_protocol
 from mltk.engines.detox.scorers import PerspectiveScorer, make_scorer
-from mltk.nn.causal_lm import load_causal_lm
+from mltk.nn.language_models.causal_lm import load_causal_lm
 
 
 def test_expected_max_toxicity_and_toxicity_probability_by_hand():

@@ -95,7 +95,7 @@ def _encoder_with_card_arch(weights_width: int, card_encoder: dict) -> str:
 
     from mltk.core.registry import Registry
     from mltk.engines.mim.encoder import WEIGHTS_FILE, encoder_artifact
-    from mltk.nn.mae import build_mae
+    from mltk.nn.encoders.mae import build_mae
 
     torch.manual_seed(0)
     model = build_mae({"encoder": {"arch": "vit", "args": {"in_channels": 1, "image_size": 8, "patch_size": 2,

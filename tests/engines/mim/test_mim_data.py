@@ -7,8 +7,8 @@ import torch
 
 from mltk.core.errors import UsageError
 from mltk.core.seeding import generator
-from mltk.data.fit_images import fit_images
-from mltk.data.resized_crop import random_resized_crop, resized_crop_boxes
+from mltk.data.images.fit_images import fit_images
+from mltk.data.images.resized_crop import random_resized_crop, resized_crop_boxes
 
 
 def test_whole_image_boxes_are_the_identity_and_flips_mirror():

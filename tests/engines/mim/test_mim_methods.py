@@ -18,7 +18,7 @@ from mltk.core.registry import Registry
 from mltk.core.run_recipe import RunContext
 from mltk.core.runs import RunDir
 from mltk.engines.mim.schedules import ema_momentum
-from mltk.nn.mae import MaskedAutoencoder
+from mltk.nn.encoders.mae import MaskedAutoencoder
 
 TINY = ["model.options.width=32", "model.options.depth=2", "model.options.heads=2", "model.decoder.width=16",
         "model.decoder.depth=1", "model.decoder.heads=2", "train.batch_size=32", "train.max_steps=3",

@@ -7,7 +7,7 @@ import torch
 
 from mltk.core.errors import ConfigError
 from mltk.nn import build_model
-from mltk.nn.mae import (
+from mltk.nn.encoders.mae import (
     build_mae,
     ema_copy,
     ema_update,
@@ -17,7 +17,7 @@ from mltk.nn.mae import (
     unpatchify,
     visible_patches,
 )
-from mltk.nn.vit import sincos_position_embedding
+from mltk.nn.encoders.vit import sincos_position_embedding
 
 
 def tiny_mae(*, image_size: int = 8, patch_size: int = 2, channels: int = 3, mask_ratio: float = 0.75,
@@ -99,7 +99,7 @@ def test_ema_update_follows_the_formula_and_teacher_has_no_gradient():
 
 def test_attention_matches_softmax_attention_in_value_and_gradient():
     """The fused-qkv attention (heads split with unbind) is plain multi-head softmax attention."""
-    from mltk.nn.vit import Attention
+    from mltk.nn.encoders.vit import Attention
 
     torch.manual_seed(0)
     attention = Attention(24, 3)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mltk.engines.mim.features import knn_predict, linear_probe
 from mltk.engines.mim.finetune import layer_decay_groups
 from mltk.nn import build_model
+from mltk.nn.encoders.evaluation import knn_predict, linear_probe
 
 TINY = ["model.options.width=32", "model.options.depth=2", "model.options.heads=2", "model.decoder.width=16",
         "model.decoder.depth=1", "model.decoder.heads=2", "train.batch_size=32", "train.max_steps=4",

@@ -1,0 +1,1 @@
+"""Image datasets: the official file formats, decoding and augmentation."""

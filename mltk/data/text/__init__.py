@@ -1,0 +1,1 @@
+"""Text: the corpora and prompt files, and text turned into token tensors."""

@@ -1,0 +1,1 @@
+"""Image classifiers: the architectures by name, their fitting, evaluation and export."""
