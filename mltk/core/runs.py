@@ -19,7 +19,6 @@ verifies (a flipped bit on disk must not silently change a run's result). Only t
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import re
@@ -33,6 +32,7 @@ import torch
 
 from mltk.core.console import warn
 from mltk.core.errors import ArtifactError, UsageError
+from mltk.core.registry import sha256_file
 from mltk.core.tensor_files import (
     fsync_dir,
     load_safetensors,
@@ -94,7 +94,7 @@ class Checkpoint:
             path = self.path / str(name)
             if not path.is_file():
                 found.append(f"{name} is missing")
-            elif _sha256(path) != digest:
+            elif sha256_file(path) != digest:
                 found.append(f"{name} does not match its checksum")
         return found
 
@@ -204,7 +204,7 @@ class RunDir:
         save_safetensors(staging / "model.safetensors", model_state)
         save_state_tree(staging / "trainer_state.safetensors", trainer_state)
         write_file(staging / CLOCK_FILE, json.dumps({"seconds": round(self.seconds_so_far(), 3)}).encode())
-        checksums = {p.name: _sha256(p) for p in sorted(staging.iterdir())}
+        checksums = {p.name: sha256_file(p) for p in sorted(staging.iterdir())}
         write_file(staging / CHECKSUM_FILE, json.dumps(checksums, indent=1).encode())
         fsync_dir(staging)
         if final.exists():
@@ -301,14 +301,6 @@ def _resumable(run: RunDir, mode: str) -> Checkpoint | None:
         raise ArtifactError(f"--resume {mode}: no checkpoint in {run.ckpt_dir} verifies against its checksums",
                             hint="start a fresh run without --resume")
     return ckpt
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _runs_newest_first(recipe_root: Path) -> list[RunDir]:

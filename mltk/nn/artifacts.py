@@ -127,14 +127,19 @@ def _load_plain(card: dict, read: Callable[[str], Path], where: str) -> ImageCla
 register_classifier_kind("classifier", _load_plain)
 
 
-def _rebuild(spec: dict, weights: Path, where: str) -> ImageClassifier:
+def network_from_card(spec: dict, where: str) -> ImageClassifier:
+    """The untrained network a card's ``arch`` spec describes; ArtifactError naming ``where`` if it cannot be."""
     try:
-        model = build_from_spec(spec)
+        return build_from_spec(spec)
     except UnknownArchError as exc:
         raise ArtifactError(f"{where}: the card names an unknown architecture: {exc.message}",
                             hint="upgrade mltk, or check that the card was not edited") from None
     except ConfigError as exc:
         raise ArtifactError(f"{where}: the card's architecture spec is invalid: {exc.message}") from None
+
+
+def _rebuild(spec: dict, weights: Path, where: str) -> ImageClassifier:
+    model = network_from_card(spec, where)
     tensors, _ = load_safetensors(weights)
     load_weights_exactly(model, tensors, where, fits=f"the architecture {model.arch!r}")
     model.eval()

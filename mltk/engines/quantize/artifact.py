@@ -32,12 +32,11 @@ import torch
 from safetensors.torch import load as load_safetensors_bytes
 
 from mltk.core.artifact import build_card, provenance
-from mltk.core.errors import ArtifactError, ConfigError
+from mltk.core.errors import ArtifactError
 from mltk.core.tensor_files import load_safetensors, safetensors_bytes
 from mltk.engines.quantize.network import PACKED_SUFFIX, load_deployed_tensors, to_deployed_form
-from mltk.nn import ImageClassifier, build_from_spec
-from mltk.nn.artifacts import WEIGHTS_FILE, register_classifier_kind
-from mltk.nn.classifiers.architectures import UnknownArchError
+from mltk.nn import ImageClassifier
+from mltk.nn.artifacts import WEIGHTS_FILE, network_from_card, register_classifier_kind
 
 KIND_BINARY = "binarized-classifier"
 KIND_QUANTIZED = "quantized-classifier"
@@ -93,13 +92,7 @@ def build_deployed(card: dict, where: str) -> ImageClassifier:
     if not isinstance(plan, dict) or "layers" not in plan:
         raise ArtifactError(f"{where}: the card has no quantization plan",
                             hint="the card was edited or comes from another tool; quantize the model again")
-    try:
-        model = build_from_spec(card["arch"])
-    except UnknownArchError as exc:
-        raise ArtifactError(f"{where}: the card names an unknown architecture: {exc.message}",
-                            hint="upgrade mltk, or check that the card was not edited") from None
-    except ConfigError as exc:
-        raise ArtifactError(f"{where}: the card's architecture spec is invalid: {exc.message}") from None
+    model = network_from_card(card["arch"], where)
     try:
         to_deployed_form(model, plan)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
