@@ -8,6 +8,7 @@ shell script wants (an artifact reference, a metric), or nothing.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -39,7 +40,7 @@ def reporter_for(fmt: str) -> Reporter:
 def emit(fmt: str, data: Any, human: Callable[[Console], None], quiet: str | Iterable[str] | None = None) -> None:
     """Write ``data`` in the chosen format."""
     if fmt == "json":
-        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        sys.stdout.write(strict_json(data) + "\n")
     elif fmt == "quiet":
         if quiet is None:
             return
@@ -95,3 +96,28 @@ def human_bytes(count: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} GiB"
+
+
+def strict_json(data: Any) -> str:
+    """``data`` as standard JSON: a NaN or infinite number becomes null, and ``undefined`` lists where and why.
+
+    Python writes NaN as ``NaN``, which jq, JavaScript and Go refuse; a pipeline must be able to parse
+    every document mltk prints.
+    """
+    undefined: list[dict] = []
+
+    def clean(node: Any, where: str) -> Any:
+        if isinstance(node, float) and not math.isfinite(node):
+            undefined.append({"path": where or "/", "reason": f"not a finite number ({node})"})
+            return None
+        if isinstance(node, dict):
+            return {key: clean(value, f"{where}/{key}") for key, value in node.items()}
+        if isinstance(node, (list, tuple)):
+            return [clean(value, f"{where}/{i}") for i, value in enumerate(node)]
+        return node
+
+    cleaned = clean(data, "")
+    if undefined and isinstance(cleaned, dict):
+        cleaned["undefined"] = undefined
+    return json.dumps(cleaned, indent=2, default=str, allow_nan=False)
+
