@@ -96,27 +96,27 @@ def digits(args) -> dict:
 DESIGN_SPLIT = ["data.test_holdout=287", "data.holdout_seed=7"]
 # The digits preset as it was before the search (its values since changed to the winners): every variant
 # starts from it, so a rerun measures what the recorded rows did.
-DESIGN_BASE = ["kfs.decoders=4", "kfs.hidden=2", "kfs.lr_decoders=0.001", "match.lr_images=1.0"]
+DESIGN_BASE = ["kfs.decoders=4", "kfs.hidden=2", "optim.lr_decoders=0.001", "optim.lr_images=1.0"]
 # Candidate configurations, by name: DM's step size and KFS's layout, learning rates and warm start.
 DESIGN_VARIANTS = {
     "dm": ["--method", "dm"],
-    "dm-lr0.3": ["--method", "dm", "match.lr_images=0.3"],
-    "dm-lr3": ["--method", "dm", "match.lr_images=3"],
+    "dm-lr0.3": ["--method", "dm", "optim.lr_images=0.3"],
+    "dm-lr3": ["--method", "dm", "optim.lr_images=3"],
     "random": ["--method", "random"],
     "kfs": ["--method", "kfs"],
-    "kfs-lrc0.03": ["--method", "kfs", "kfs.lr_codes=0.03"],
-    "kfs-lrd0.01": ["--method", "kfs", "kfs.lr_decoders=0.01"],
-    "kfs-lrc0.03-lrd0.01": ["--method", "kfs", "kfs.lr_codes=0.03", "kfs.lr_decoders=0.01"],
+    "kfs-lrc0.03": ["--method", "kfs", "optim.lr=0.03"],
+    "kfs-lrd0.01": ["--method", "kfs", "optim.lr_decoders=0.01"],
+    "kfs-lrc0.03-lrd0.01": ["--method", "kfs", "optim.lr=0.03", "optim.lr_decoders=0.01"],
     "kfs-8dec-h1": ["--method", "kfs", "kfs.decoders=8", "kfs.hidden=1"],
     "kfs-2dec-h4": ["--method", "kfs", "kfs.decoders=2", "kfs.hidden=4"],
     "kfs-2codes-4dec-h4": ["--method", "kfs", "kfs.codes_per_class=2", "kfs.hidden=4"],
     "kfs-noresidual": ["--method", "kfs", "kfs.residual=false"],
     "kfs-bilinear": ["--method", "kfs", "kfs.upsample=bilinear"],
     "kfs-warmup300": ["--method", "kfs", "kfs.warmup_steps=300"],
-    "kfs-lrd0.03": ["--method", "kfs", "kfs.lr_decoders=0.03"],
-    "kfs-8dec-h1-lrd0.01": ["--method", "kfs", "kfs.decoders=8", "kfs.hidden=1", "kfs.lr_decoders=0.01"],
-    "kfs-2dec-h4-lrd0.01": ["--method", "kfs", "kfs.decoders=2", "kfs.hidden=4", "kfs.lr_decoders=0.01"],
-    "kfs-16dec-h1-lrd0.01": ["--method", "kfs", "kfs.decoders=16", "kfs.hidden=1", "kfs.lr_decoders=0.01"],
+    "kfs-lrd0.03": ["--method", "kfs", "optim.lr_decoders=0.03"],
+    "kfs-8dec-h1-lrd0.01": ["--method", "kfs", "kfs.decoders=8", "kfs.hidden=1", "optim.lr_decoders=0.01"],
+    "kfs-2dec-h4-lrd0.01": ["--method", "kfs", "kfs.decoders=2", "kfs.hidden=4", "optim.lr_decoders=0.01"],
+    "kfs-16dec-h1-lrd0.01": ["--method", "kfs", "kfs.decoders=16", "kfs.hidden=1", "optim.lr_decoders=0.01"],
     "kfs-div0.1": ["--method", "kfs", "kfs.div_weight=0.1"],
     "kfs-div1": ["--method", "kfs", "kfs.div_weight=1"],
 }
@@ -226,7 +226,7 @@ def speed(args) -> dict:
     ours_args = [f"npz:{args.npz}", "--method", "dm", "--ipc", str(args.speed_ipc), "data.test_holdout=5000",
                  "model.options={width: 128, depth: 3, norm: instancenorm, pooling: avgpool}",
                  "match.batch_real=256", "match.dsa=color_crop_cutout_flip_scale_rotate",
-                 f"match.iterations={args.speed_iterations}", f"match.log_every={SPEED_LOG_EVERY}", "eval.runs=0"]
+                 f"match.iterations={args.speed_iterations}", f"train.log_every={SPEED_LOG_EVERY}", "eval.runs=0"]
     reference_cmd = [sys.executable, str(HERE / "condense_reference_dm.py"), str(args.reference), str(args.npz),
                      "--ipc", str(args.speed_ipc), "--iterations", str(args.speed_iterations)]
     # Each timed process waits for the shared benchmark lock, so no other timing runs beside it.

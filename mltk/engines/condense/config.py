@@ -1,4 +1,5 @@
-"""Configuration of ``mltk condense`` (the ``condense`` recipe): method, budget, matching, KFS layout, evaluation.
+"""Configuration of ``mltk condense`` (the ``condense`` recipe): method, budget, matching, optimisers, KFS layout,
+evaluation.
 
 Every value has the paper's (or the DM reference's) meaning; where KFS's own
 choice could not be read from the paper, the default is our interpretation
@@ -10,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from mltk.core.sections import LoopSettings, check_values
+from mltk.core.sections import LoopSettings, OptimizerSettings, check_values
 from mltk.data.splits import DataSpec
 
 METHODS = ("kfs", "dm", "random", "herding")
@@ -26,18 +27,31 @@ class NetSpec:
 
 @dataclasses.dataclass(frozen=True)
 class MatchSpec:
-    """Distribution matching (DM): iterations, real batch, DSA, and the pixel-space (dm) optimiser."""
+    """Distribution matching (DM): iterations, the real batch per class, DSA."""
 
     iterations: int = 1000
     batch_real: int = 256  # real images per class per iteration (split over ranks)
     dsa: str = "auto"  # strategy, e.g. color_crop_cutout_flip_scale_rotate; auto drops flip for digits; none
-    lr_images: float = 1.0  # dm: SGD on the images (normalised space), as the DM reference
-    momentum: float = 0.5
-    log_every: int = 50  # iterations per progress line and metrics.jsonl record
 
     def value_problems(self) -> list[str]:
-        return check_values(self, {"iterations": "non-negative", "batch_real": "positive", "lr_images": "positive",
-                                   "momentum": "fraction", "log_every": "positive"})
+        return check_values(self, {"iterations": "non-negative", "batch_real": "positive"})
+
+
+@dataclasses.dataclass(frozen=True)
+class CondenseOptimSpec(OptimizerSettings):
+    """kfs steps its codes and decoders with Adam (the decoders alone during the warm start); dm steps its
+    pixels with SGD, as the DM reference. weight_decay and grad_clip apply to every one of these optimisers."""
+
+    lr: float = 0.01  # kfs: the latent codes
+    lr_decoders: float = 0.001  # kfs: the decoders, while matching
+    warmup_lr: float = 0.01  # kfs: the decoders' autoencoder warm start
+    lr_images: float = 1.0  # dm: the images (normalised space)
+    momentum: float = 0.5  # dm
+
+    def value_problems(self) -> list[str]:
+        return super().value_problems() + check_values(
+            self, {"lr_decoders": "positive", "warmup_lr": "positive", "lr_images": "positive",
+                   "momentum": "fraction"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +59,10 @@ class CondenseTrainSpec(LoopSettings):
     """The shared loop's settings; a step is one warm-up or matching iteration."""
 
     amp: Literal["auto", "on", "off"] = "off"  # matching runs in float32 unless asked
+    log_every: int = 50  # matching iterations per progress line and metrics.jsonl record (and one after the warm-up)
+
+    def value_problems(self) -> list[str]:
+        return super().value_problems() + check_values(self, {"log_every": "positive"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,16 +78,25 @@ class KfsSpec:
     residual: bool = True  # decoders add detail to the upsampled code (better on digits than drawing it all)
     codes_per_class: int = 0  # 0 = as many as the budget holds after the decoders
     pairs_per_class: int = 0  # (code, decoder) pairs matched per class per iteration; 0 = all
-    warmup_steps: int = 100  # autoencoder warm start of the decoders before matching
-    warmup_lr: float = 0.01
-    lr_codes: float = 0.01  # Adam
-    lr_decoders: float = 0.001  # Adam
+    warmup_steps: int = 100  # autoencoder warm start of the decoders before matching (optim.warmup_lr)
     div_weight: float = 0.0  # pushes decoders' outputs apart (a guess at KFS's extra term; 0 = off)
+
+    def value_problems(self) -> list[str]:
+        problems = check_values(self, {"downsample": "positive", "latent_channels": "non-negative",
+                                       "decoders": "positive", "hidden": "positive",
+                                       "codes_per_class": "non-negative", "pairs_per_class": "non-negative",
+                                       "warmup_steps": "non-negative", "div_weight": "non-negative"})
+        if self.div_weight and self.pairs_per_class:
+            problems.append("div_weight: needs every pair decoded; set kfs.pairs_per_class=0")
+        return problems
 
 
 @dataclasses.dataclass(frozen=True)
 class HerdingSpec:
     feature_epochs: int = 0  # train the feature ConvNet on the real data this long first; 0 = random features
+
+    def value_problems(self) -> list[str]:
+        return check_values(self, {"feature_epochs": "non-negative"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +111,11 @@ class EvalSpec:
     batch_size: int = 256
     dsa: str = "auto"  # augmentation while training on the condensed set, per image
 
+    def value_problems(self) -> list[str]:
+        return check_values(self, {"runs": "non-negative", "epochs": "non-negative", "lr": "positive",
+                                   "momentum": "fraction", "weight_decay": "non-negative",
+                                   "batch_size": "positive"})
+
 
 @dataclasses.dataclass(frozen=True)
 class CondenseConfig:
@@ -95,10 +127,14 @@ class CondenseConfig:
     data: DataSpec = dataclasses.field(default_factory=DataSpec)
     model: NetSpec = dataclasses.field(default_factory=NetSpec)
     match: MatchSpec = dataclasses.field(default_factory=MatchSpec)
+    optim: CondenseOptimSpec = dataclasses.field(default_factory=CondenseOptimSpec)
     train: CondenseTrainSpec = dataclasses.field(default_factory=CondenseTrainSpec)
     kfs: KfsSpec = dataclasses.field(default_factory=KfsSpec)
     herding: HerdingSpec = dataclasses.field(default_factory=HerdingSpec)
     eval: EvalSpec = dataclasses.field(default_factory=EvalSpec)
+
+    def value_problems(self) -> list[str]:
+        return check_values(self, {"ipc": "positive"})
 
     def artifact_name(self) -> str:
         if self.name:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import time
 
 import torch
-from torch import nn
 
 from mltk.core.artifact import build_card, provenance
 from mltk.core.catalog import register_recipe
@@ -33,7 +32,6 @@ from mltk.core.registry import ArtifactRecord
 from mltk.core.run_recipe import RunContext
 from mltk.core.seeding import generator, seed_everything
 from mltk.data import dataset_info, load_splits
-from mltk.engines.condense import kfs as kfs_mod
 from mltk.engines.condense.artifact import KIND, RELATION, condensed_files
 from mltk.engines.condense.config import CondenseConfig
 from mltk.engines.condense.dsa import SiameseAugment, parse_strategy
@@ -43,6 +41,7 @@ from mltk.engines.condense.matching import (
     real_class_means,
     synthetic_class_means,
 )
+from mltk.engines.condense.methods import METHODS, CodeSet, PixelSet
 from mltk.engines.condense.protocols import evaluate_condensed
 from mltk.engines.condense.selection import class_indices, herding, random_per_class
 from mltk.engines.condense.storage import StorageReport, budget_floats, kfs_layout
@@ -67,7 +66,10 @@ class CondenseRecipe(StepTask):
     def setup(self) -> None:
         cfg, ctx = self.cfg, self.ctx
         seed_everything(cfg.seed)
-        _check_config(cfg, ctx.dist.world_size)
+        if cfg.match.batch_real < ctx.dist.world_size:
+            raise ConfigError([f"match.batch_real: {cfg.match.batch_real} real images per class cannot split over "
+                               f"{ctx.dist.world_size} ranks"], source="condense")
+        self.method = METHODS[cfg.method]
         self.splits = load_splits(cfg.data)
         train = self.splits.train
         self.num_classes = train.num_classes
@@ -78,7 +80,7 @@ class CondenseRecipe(StepTask):
                           f"{self.num_classes} classes, {len(self.splits.test)} test images")
         self.budget = budget_floats(cfg.ipc, self.num_classes, self.image_shape)
         self.layout = None
-        if cfg.method == "kfs":
+        if self.method.stores == "codes":
             k = cfg.kfs
             self.layout = kfs_layout(ipc=cfg.ipc, num_classes=self.num_classes, image_shape=self.image_shape,
                                      downsample=k.downsample, latent_channels=k.latent_channels,
@@ -91,13 +93,20 @@ class CondenseRecipe(StepTask):
         self.augment = SiameseAugment(parse_strategy(cfg.match.dsa, flip_ok=dataset_info(cfg.data.name).flip_ok))
         self.batch_real = min(cfg.match.batch_real, min(len(i) for i in self.per_class))
         self.batch_real -= self.batch_real % ctx.dist.world_size
-        if self.batch_real < cfg.match.batch_real and cfg.method in ("kfs", "dm"):
+        if self.batch_real < cfg.match.batch_real and self.method.matches:
             ctx.reporter.warn(f"match.batch_real={cfg.match.batch_real}: the smallest class has "
                               f"{min(len(i) for i in self.per_class)} images; using {self.batch_real}")
-        self._build_synthetic_set()
+        self.synthetic = self._initial_set()
+        self.warmup_steps = self.synthetic.warmup_steps
+        self.total_steps = self.warmup_steps + cfg.match.iterations if self.method.matches else 0
+        self._optimizers = self.synthetic.optimizers(cfg.optim) if self.method.matches else {}
+        if self.total_steps:
+            net = build_model(cfg.model.arch, num_classes=self.num_classes, in_channels=self.image_shape[0],
+                              image_size=self.image_shape[1], **cfg.model.options).net
+            self.embedder = RandomEmbedder(net.to(device))
         self.seconds = 0.0  # condensation time: the steps alone, without checkpoints or metric lines
         self.loop = StepLoop(ctx, settings=cfg.train, seed=cfg.seed, total_steps=self.total_steps,
-                             description="condense")
+                             description="condense", grad_clip=cfg.optim.grad_clip)
         self.loop.restore(self)
 
     def _check_class_sizes(self) -> None:
@@ -115,39 +124,20 @@ class CondenseRecipe(StepTask):
         """uint8 [N, C, H, W] -> float, standardised per channel."""
         return (images.float().div_(255) - self.norm_mean) / self.norm_std
 
-    def _build_synthetic_set(self) -> None:
+    def _initial_set(self) -> CodeSet | PixelSet:
+        """The method's synthetic set, started from real images of each class."""
         cfg, device = self.cfg, self.ctx.device
-        self.total_steps = 0
-        self.warmup_steps = 0
-        if cfg.method == "kfs":
-            k = cfg.kfs
-            self.fset = kfs_mod.FactorizedSet(self.layout, activation=k.activation, upsample=k.upsample,
-                                              residual=k.residual).to(device)
+        if self.method.stores == "codes":
+            codes = CodeSet(self.layout, cfg.kfs).to(device)
             chosen = random_per_class(self.per_class, self.layout.codes_per_class, seed=cfg.seed, purpose=_INIT)
-            real = self.normalize(self.train_images[chosen.flatten().to(device)])
-            with torch.no_grad():
-                self.fset.codes.copy_(kfs_mod.downsample(real, self.layout.latent_shape).view_as(self.fset.codes))
-            self.warmup_steps = k.warmup_steps
-            self.total_steps = k.warmup_steps + cfg.match.iterations
-            self.warmup_optimizer = torch.optim.Adam(self.fset.decoders.parameters(), lr=k.warmup_lr)
-            self.optimizer = torch.optim.Adam([{"params": [self.fset.codes], "lr": k.lr_codes},
-                                               {"params": list(self.fset.decoders.parameters()),
-                                                "lr": k.lr_decoders}])
+            codes.start_from(self.normalize(self.train_images[chosen.flatten().to(device)]))
+            return codes
+        if self.method.start == "herding":
+            chosen = self._herding_choice()
         else:
-            if cfg.method == "herding":
-                chosen = self._herding_choice()
-            else:
-                chosen = random_per_class(self.per_class, cfg.ipc, seed=cfg.seed, purpose=_INIT)
-            images = self.normalize(self.train_images[chosen.flatten().to(device)])
-            self.images = nn.Parameter(images.view(self.num_classes, cfg.ipc, *self.image_shape).clone())
-            if cfg.method == "dm":
-                self.total_steps = cfg.match.iterations
-                self.optimizer = torch.optim.SGD([self.images], lr=cfg.match.lr_images,
-                                                 momentum=cfg.match.momentum)
-        if self.total_steps:
-            net = build_model(cfg.model.arch, num_classes=self.num_classes, in_channels=self.image_shape[0],
-                              image_size=self.image_shape[1], **cfg.model.options).net
-            self.embedder = RandomEmbedder(net.to(device))
+            chosen = random_per_class(self.per_class, cfg.ipc, seed=cfg.seed, purpose=_INIT)
+        images = self.normalize(self.train_images[chosen.flatten().to(device)])
+        return PixelSet(images.view(self.num_classes, cfg.ipc, *self.image_shape).clone())
 
     def _herding_choice(self) -> torch.Tensor:
         """IPC indices per class by herding on ConvNet features: int64 [classes, ipc]."""
@@ -171,9 +161,7 @@ class CondenseRecipe(StepTask):
         return torch.stack(chosen)
 
     def stored_tensors(self) -> dict[str, torch.Tensor]:
-        if self.cfg.method == "kfs":
-            return self.fset.stored_tensors()
-        return {"images": self.images.detach()}
+        return self.synthetic.stored_tensors()
 
     # ------------------------------------------------------------ condensing (the loop's StepTask)
 
@@ -182,12 +170,7 @@ class CondenseRecipe(StepTask):
             self.loop.run(self)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        found = {}
-        if hasattr(self, "warmup_optimizer"):
-            found["warmup"] = self.warmup_optimizer
-        if hasattr(self, "optimizer"):
-            found["match"] = self.optimizer
-        return found
+        return self._optimizers
 
     def optimizer_at(self, step: int) -> str:
         return "warmup" if step < self.warmup_steps else "match"
@@ -212,18 +195,14 @@ class CondenseRecipe(StepTask):
     def log_due(self, done: int) -> bool:
         if done <= self.warmup_steps:
             return done == self.warmup_steps
-        iteration = done - self.warmup_steps
-        return iteration % max(1, self.cfg.match.log_every) == 0
+        return (done - self.warmup_steps) % self.cfg.train.log_every == 0
 
     def log_record(self, done: int, means: dict[str, float], lr: float | None) -> tuple[str, dict]:
         warming = done <= self.warmup_steps
         storage = self.storage()
         record = {"phase": "warm-up" if warming else "match", "loss": means["loss"],
                   "stored_floats": storage.stored_floats, "synthetic_images": storage.synthetic_images,
-                  "seconds": round(self.seconds, 3)}
-        if self.cfg.method == "kfs":
-            with torch.no_grad():
-                record["decoder_spread"] = kfs_mod.decoder_spread(self.fset.decode(), self.layout.decoders)
+                  "seconds": round(self.seconds, 3), **self.synthetic.record_fields()}
         self.last_loss = means["loss"]
         if warming:
             return f"warm-up {done}/{self.warmup_steps}  reconstruction", record
@@ -233,11 +212,7 @@ class CondenseRecipe(StepTask):
         return {k: v.cpu() for k, v in self.stored_tensors().items()}
 
     def load_state(self, model_state: dict[str, torch.Tensor], trainer_state: dict) -> None:
-        if self.cfg.method == "kfs":
-            self.fset.load_stored(model_state)
-        else:
-            with torch.no_grad():
-                self.images.copy_(model_state["images"])
+        self.synthetic.load_stored(model_state)
         self.seconds = float(trainer_state.get("seconds", 0.0))
         self.last_loss = trainer_state.get("last_loss")
 
@@ -262,46 +237,28 @@ class CondenseRecipe(StepTask):
                                  generator(cfg.seed, iteration, _AUGMENT))
         real_means = real_class_means(self.embedder, self._real_batch(iteration), augment=self.augment,
                                       draw=draw, batch_per_class=self.batch_real, dist=ctx.dist)
-        if cfg.method == "kfs":
-            pairs = None
-            total_pairs = self.layout.images_per_class
-            if 0 < cfg.kfs.pairs_per_class < total_pairs:
-                order = torch.randperm(total_pairs, generator=generator(cfg.seed, iteration, _PAIRS))
-                pairs = order[:cfg.kfs.pairs_per_class].to(ctx.device)
-            synthetic = self.fset.decode(pairs)
-        else:
-            synthetic = self.images
+        synthetic = self.synthetic.matched_images(generator(cfg.seed, iteration, _PAIRS))
         synthetic_means = synthetic_class_means(self.embedder, synthetic, augment=self.augment, draw=draw)
         loss = matching_loss(real_means, synthetic_means)
-        total = loss
-        if cfg.method == "kfs" and cfg.kfs.div_weight:
-            total = loss + cfg.kfs.div_weight * kfs_mod.diversity_penalty(synthetic, self.layout.decoders)
-        return StepOutput(total, {"loss": loss.detach() / self.num_classes})
+        return StepOutput(self.synthetic.objective(loss, synthetic), {"loss": loss.detach() / self.num_classes})
 
     def _warmup_step(self, step: int) -> StepOutput:
         """One autoencoder step of the decoders on a random batch of real images (the same on every rank)."""
         gen = generator(self.cfg.seed, step, _WARMUP)
         count = min(len(self.train_images), self.batch_real * self.num_classes, 1024)
         index = torch.randint(0, len(self.train_images), (count,), generator=gen).to(self.ctx.device)
-        return StepOutput(kfs_mod.warmup_loss(self.fset, self.normalize(self.train_images[index])))
+        return StepOutput(self.synthetic.warmup_loss(self.normalize(self.train_images[index])))
 
     # ------------------------------------------------------------ results
 
     def storage(self) -> StorageReport:
         full = len(self.splits.train) * self.image_shape[0] * self.image_shape[1] * self.image_shape[2]
-        if self.layout is not None:
-            return StorageReport(budget_floats=self.budget, stored_floats=self.layout.stored_floats,
-                                 synthetic_images=self.layout.images_per_class * self.num_classes,
-                                 images_per_class=self.layout.images_per_class, full_dataset_floats=full)
-        return StorageReport(budget_floats=self.budget, stored_floats=self.images.numel(),
-                             synthetic_images=self.num_classes * self.cfg.ipc, images_per_class=self.cfg.ipc,
-                             full_dataset_floats=full)
+        return self.synthetic.storage(budget_floats=self.budget, full_dataset_floats=full)
 
     def pixel_rows(self) -> list[torch.Tensor]:
         """The synthetic images of each class on the [0, 1] scale (not clipped): classes x [n, C, H, W]."""
         with torch.no_grad():
-            images = self.fset.decode() if self.cfg.method == "kfs" else self.images.detach()
-            pixels = images * self.norm_std.unsqueeze(0) + self.norm_mean.unsqueeze(0)
+            pixels = self.synthetic.decode() * self.norm_std.unsqueeze(0) + self.norm_mean.unsqueeze(0)
         return [row.cpu() for row in pixels]
 
     def evaluate(self) -> dict:
@@ -356,29 +313,3 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     x = images.float().div_(255).transpose(0, 1).reshape(images.shape[1], -1)
     return [round(v, 6) for v in x.mean(dim=1).tolist()], [round(v, 6) for v in x.std(dim=1).clamp_min(1e-3).tolist()]
 
-
-def _check_config(cfg: CondenseConfig, world_size: int) -> None:
-    """Every problem with the numbers at once (exit 2), before any data is read."""
-    problems = []
-    if cfg.ipc < 1:
-        problems.append(f"ipc: must be at least 1, got {cfg.ipc}")
-    m = cfg.match
-    if m.iterations < 0:
-        problems.append(f"match.iterations: must be 0 or more, got {m.iterations}")
-    if m.batch_real < world_size:
-        problems.append(f"match.batch_real: {m.batch_real} real images per class cannot split over "
-                        f"{world_size} ranks")
-    if m.lr_images <= 0:
-        problems.append(f"match.lr_images: must be positive, got {m.lr_images}")
-    k = cfg.kfs
-    if k.warmup_steps < 0:
-        problems.append(f"kfs.warmup_steps: must be 0 or more, got {k.warmup_steps}")
-    for key in ("lr_codes", "lr_decoders", "warmup_lr"):
-        if getattr(k, key) <= 0:
-            problems.append(f"kfs.{key}: must be positive, got {getattr(k, key)}")
-    if k.div_weight and k.pairs_per_class:
-        problems.append("kfs.div_weight needs every pair decoded: set kfs.pairs_per_class=0")
-    if cfg.eval.runs < 0 or cfg.eval.epochs < 0:
-        problems.append(f"eval.runs and eval.epochs must be 0 or more, got {cfg.eval.runs}, {cfg.eval.epochs}")
-    if problems:
-        raise ConfigError(problems, source="condense")

@@ -20,6 +20,14 @@ class DecoderSpec:
     depth: int = 0  # 0 = tiny 2, small 4, base 8 blocks
     heads: int = 0  # 0 = tiny 4, small 8, base 16
 
+    def value_problems(self) -> list[str]:
+        return check_values(self, {"width": "non-negative", "depth": "non-negative", "heads": "non-negative"})
+
+
+def mask_ratio_problems(mask_ratio: float) -> list[str]:
+    """Masking every patch leaves the encoder nothing to see, masking none leaves nothing to reconstruct."""
+    return [] if 0.0 < mask_ratio < 1.0 else [f"mask_ratio: must lie strictly between 0 and 1, got {mask_ratio}"]
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
@@ -30,6 +38,9 @@ class ModelSpec:
     norm_pix_loss: bool = True  # reconstruct each patch standardised over its own pixels
     mean: list[float] | None = None  # per-channel input normalisation; None = measured on the train split
     std: list[float] | None = None
+
+    def value_problems(self) -> list[str]:
+        return mask_ratio_problems(self.mask_ratio)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +81,9 @@ class TrainSpec(LoopSpec):
     epochs: int = 100
     max_steps: int = 0  # stop (and end the schedule) after this many steps; 0 = epochs decide
 
+    def value_problems(self) -> list[str]:
+        return super().value_problems() + check_values(self, {"epochs": "positive", "max_steps": "non-negative"})
+
 
 @dataclasses.dataclass(frozen=True)
 class EvalSpec:
@@ -80,6 +94,10 @@ class EvalSpec:
     knn_k: int = 20
     knn_temperature: float = 0.07
     batch_size: int = 256
+
+    def value_problems(self) -> list[str]:
+        return check_values(self, {"knn_train_images": "non-negative", "test_images": "non-negative",
+                                   "knn_k": "positive", "knn_temperature": "positive", "batch_size": "positive"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +132,9 @@ class TeacherSpec:
     momentum_schedule: Literal["cosine", "constant"] = "cosine"
     downstream: Literal["teacher", "student"] = "teacher"  # the weights the artifact hands to evaluation
 
+    def value_problems(self) -> list[str]:
+        return check_values(self, {"gamma": "non-negative", "momentum": "fraction", "momentum_end": "fraction"})
+
 
 @dataclasses.dataclass(frozen=True)
 class RCMAEConfig(MAEConfig):
@@ -130,6 +151,9 @@ class InputSpec:
     mask_ratio: float = 0.75
     norm_pix_loss: bool = True
 
+    def value_problems(self) -> list[str]:
+        return mask_ratio_problems(self.mask_ratio)
+
 
 @dataclasses.dataclass(frozen=True)
 class StagedTrainSpec(LoopSpec):
@@ -137,10 +161,16 @@ class StagedTrainSpec(LoopSpec):
     steps: int = 20000  # further pre-training (stage 1) steps
     distill_steps: int = 0  # self-distillation (stage 2) steps; 0 = the same as `steps`, as the paper runs
 
+    def value_problems(self) -> list[str]:
+        return super().value_problems() + check_values(self, {"steps": "positive", "distill_steps": "non-negative"})
+
 
 @dataclasses.dataclass(frozen=True)
 class DistillSpec:
     weight: float = 1.0  # lambda of ||h_student - h_teacher||^2 (sum over features, mean over the batch)
+
+    def value_problems(self) -> list[str]:
+        return check_values(self, {"weight": "non-negative"})
 
 
 @dataclasses.dataclass(frozen=True)

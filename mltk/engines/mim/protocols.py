@@ -5,7 +5,7 @@
 * ``knn``: the test image's k = 20 nearest train features by cosine similarity
   vote with weight exp(similarity / 0.07) (DINO's protocol).
 * ``finetune``: the whole ViT plus a linear head trained end to end with
-  layer-wise learning-rate decay (see finetune.py).
+  layer-wise learning-rate decay (see finetune_protocol.py).
 
 REF is an encoder artifact (``mltk train mae | rc-mae | sdft``; RC-MAE's
 teacher unless ``--weights student``) or any classifier artifact (its
@@ -28,7 +28,7 @@ from mltk.core.errors import UsageError
 from mltk.data import DataSpec, ImageDataset, load_splits
 from mltk.data.images.fit_images import fit_dataset
 from mltk.engines.mim.encoder import LoadedEncoder, load_encoder
-from mltk.engines.mim.finetune import FinetuneOptions, finetune
+from mltk.engines.mim.finetune_protocol import FinetuneOptions, finetune
 from mltk.nn.encoders.evaluation import extract_features, knn_predict, linear_probe, subset_indices
 
 

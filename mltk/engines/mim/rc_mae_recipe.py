@@ -24,7 +24,6 @@ from __future__ import annotations
 import torch
 
 from mltk.core.catalog import register_recipe
-from mltk.core.errors import ConfigError
 from mltk.core.registry import ArtifactRecord
 from mltk.engines.mim.config import RCMAEConfig
 from mltk.engines.mim.encoder import STUDENT_FILE, WEIGHTS_FILE, load_strict
@@ -45,15 +44,6 @@ def consistency_loss(student_pred: torch.Tensor, teacher_pred: torch.Tensor, mas
                  description="reconstruction-consistent MAE: MAE + EMA teacher on the same mask (arXiv 2210.02077)")
 class RCMAERecipe(PretrainRecipe):
     def build(self) -> None:
-        teacher = self.cfg.teacher
-        problems = []
-        if teacher.gamma < 0:
-            problems.append(f"teacher.gamma: must not be negative, got {teacher.gamma}")
-        for key in ("momentum", "momentum_end"):
-            if not 0.0 <= getattr(teacher, key) <= 1.0:
-                problems.append(f"teacher.{key}: must lie in [0, 1], got {getattr(teacher, key)}")
-        if problems:
-            raise ConfigError(problems)
         self.student = build_student(self.cfg, self.splits.train).to(self.ctx.device)
         self.teacher = ema_copy(self.student)
 

@@ -72,10 +72,6 @@ class SelfDistillRecipe(PretrainRecipe):
                             "(an artifact of `mltk train mae` or `mltk train rc-mae`)")
         if cfg.model.arch != "vit":
             problems.append(f"model.arch: sdft trains the init artifact's ViT, got {cfg.model.arch!r}")
-        if not 0.0 < cfg.model.mask_ratio < 1.0:
-            problems.append(f"model.mask_ratio: must lie strictly between 0 and 1, got {cfg.model.mask_ratio}")
-        if cfg.train.steps < 1 or cfg.train.distill_steps < 0:
-            problems.append("train.steps must be at least 1 and train.distill_steps not negative")
         if problems:
             raise ConfigError(problems)
         self.init = load_mae(cfg.init)

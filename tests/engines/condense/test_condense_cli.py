@@ -116,6 +116,18 @@ def test_unknown_method(cli):
     assert "method: 'kfz' is not one of kfs, dm, random, herding; did you mean 'kfs'?" in _one_error_line(result)
 
 
+def test_out_of_range_values_are_listed_together(cli, mltk_env):
+    result = cli("condense", "digits", "optim.lr=0", "optim.momentum=1.5", "train.log_every=0",
+                 "kfs.div_weight=1", "kfs.pairs_per_class=2", "eval.epochs=-1")
+    assert result.code == 2
+    line = _one_error_line(result)
+    for problem in ("optim.lr: must be positive", "optim.momentum: must lie in [0, 1]",
+                    "train.log_every: must be positive", "kfs.div_weight: needs every pair decoded",
+                    "eval.epochs: must not be negative"):
+        assert problem in line, problem
+    assert not (mltk_env / "runs").exists()
+
+
 @pytest.mark.parametrize("method,needed", [("random", "ipc=3 images per class"),
                                             ("kfs", "7 codes per class (kfs.codes_per_class)")])
 def test_class_with_too_few_images_for_initialisation(cli, mltk_env, method, needed):

@@ -51,7 +51,8 @@ def test_every_design_variant_is_a_valid_condense_configuration_on_the_pre_searc
                                         overrides=overrides)
         assert resolved[name].method == method, name
     # The plain variants are the preset as it was before the search; a variant's own values win over it.
-    assert (resolved["kfs"].kfs.decoders, resolved["kfs"].kfs.hidden, resolved["kfs"].kfs.lr_decoders) == (4, 2, 0.001)
-    assert resolved["dm"].match.lr_images == 1.0 and resolved["dm-lr0.3"].match.lr_images == 0.3
-    chosen = resolved["kfs-8dec-h1-lrd0.01"].kfs
-    assert (chosen.decoders, chosen.hidden, chosen.lr_decoders) == (8, 1, 0.01)
+    plain = resolved["kfs"]
+    assert (plain.kfs.decoders, plain.kfs.hidden, plain.optim.lr_decoders) == (4, 2, 0.001)
+    assert resolved["dm"].optim.lr_images == 1.0 and resolved["dm-lr0.3"].optim.lr_images == 0.3
+    chosen = resolved["kfs-8dec-h1-lrd0.01"]
+    assert (chosen.kfs.decoders, chosen.kfs.hidden, chosen.optim.lr_decoders) == (8, 1, 0.01)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mltk.engines.mim.finetune import layer_decay_groups
+from mltk.engines.mim.finetune_protocol import layer_decay_groups
 from mltk.nn import build_model
 from mltk.nn.encoders.evaluation import knn_predict, linear_probe
 
