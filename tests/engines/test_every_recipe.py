@@ -128,9 +128,12 @@ def test_stopped_and_resumed_ends_bit_identical(recipe, env, mltk_env, monkeypat
     assert different == []
 
 
-# These compare two ranks' parameters with one process's in their own tests; the rest only need to train.
+# Two ranks are run elsewhere for these: their own tests compare two ranks' parameters with one process's
+# (supervised, condense, mim), run the engine's own command on two ranks (quantize), or they train the
+# same objective through the same task as a recipe run here (dapt and dexperts: lm's objective).
 COMPARED_ELSEWHERE = {"supervised": "test_supervised_ddp.py", "condense": "test_condense_ddp.py",
-                      "rc-mae": "mim/test_mim_ddp.py", "sdft": "mim/test_mim_ddp.py"}
+                      "rc-mae": "mim/test_mim_ddp.py", "sdft": "mim/test_mim_ddp.py",
+                      "quantize": "quantize/test_quantize_cli.py", "dapt": "lm", "dexperts": "lm"}
 
 
 @pytest.mark.slow
