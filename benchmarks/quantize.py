@@ -519,7 +519,12 @@ def write_report(results: dict) -> None:
            f"Machine: {results.get('machine', '-')}. Every command ran as a child process with one thread "
            "(`OMP_NUM_THREADS=1`) on a CPU shared with other jobs, so times are indicative only.",
            "First and last layers (the stem conv and the classifier) stay full precision in every quantized "
-           "network; squeeze-excitation gates too (MobileNetV3 only).", ""]
+           "network; squeeze-excitation gates too (MobileNetV3 only).", "",
+           "**These runs predate `quant.min_binary_channels`**: every MobileNetV2 layer but the stem and the "
+           "classifier was binarized, what `quant.min_binary_channels=0` does today. The default plan now keeps "
+           "the blocks that narrow below 32 channels float, which lifts W1/A1 MobileNetV2 on digits from chance "
+           "to 88% (xnor): see `quantize_plan.md` (`benchmarks/quantize_plan.py`) for those figures, every "
+           "method, both plans.", ""]
     summary = ["## The issue's items", ""]
     item1 = "1. W1/A1 against float."
     if results.get("digits", {}).get("runs"):

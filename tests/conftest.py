@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,45 @@ def child_env() -> dict:
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
+
+
+# What a hostile input may cost beyond a started mltk: the issue's bound for every file and card.
+MEMORY_HEADROOM = 1 << 30
+
+_LIMIT_PROLOGUE = textwrap.dedent("""
+    import resource
+    import torch
+    import mltk.cli.main, mltk.data, mltk.nn
+    torch.zeros(8).sum()  # the thread pools start now, not under the limit
+    mapped = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+    resource.setrlimit(resource.RLIMIT_AS, ({headroom} + mapped, resource.RLIM_INFINITY))
+""")
+
+
+@dataclasses.dataclass
+class Limited:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def out_of_memory(self) -> bool:
+        return "MemoryError" in self.stderr or "can't allocate memory" in self.stderr
+
+
+@pytest.fixture
+def memory_limited(mltk_env):
+    """Run Python ``code`` in a child whose address space may grow only ``headroom`` bytes past a started
+    mltk (RLIMIT_AS), so a regression that reads or builds too much fails as MemoryError instead of
+    exhausting the machine. Linux only: the limit is measured from /proc."""
+    if not Path("/proc/self/statm").exists():
+        pytest.skip("needs Linux /proc to measure the address space")
+
+    def run(code: str, *, headroom: int = MEMORY_HEADROOM, timeout: float = 120) -> Limited:
+        env = {**child_env(), "MALLOC_ARENA_MAX": "2"}  # each malloc arena reserves 64 MiB of address space
+        program = _LIMIT_PROLOGUE.format(headroom=headroom) + textwrap.dedent(code)
+        proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=timeout,
+                              env=env, cwd=mltk_env)
+        return Limited(proc.returncode, proc.stdout, proc.stderr)
+
+    return run

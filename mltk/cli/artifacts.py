@@ -126,7 +126,8 @@ def export(ref: str = typer.Argument(...),
 
 
 def import_(
-    file: Path = typer.Argument(..., help="a PyTorch state_dict (.pt/.pth/.th) or a .safetensors file"),
+    file: Path = typer.Argument(..., help="a PyTorch state_dict (.pt/.pth/.th), a .safetensors file, "
+                                          "or a TFLite MobileNetV2 (.tflite)"),
     arch: str = typer.Option(..., "--arch", help="architecture of the weights (see `mltk recipes`)"),
     options: list[str] = typer.Argument(None, metavar="[OPTION=VALUE]...", help="architecture options: width=64"),
     name: str = typer.Option(None, "--name", help="artifact name [default: the file name]"),
@@ -138,7 +139,15 @@ def import_(
     std: str = typer.Option(None, "--std", help="input normalisation std per channel"),
     fmt: str = FormatOption,
 ) -> None:
-    """Bring foreign weights into the registry (read with torch.load(weights_only=True) only)."""
+    """Bring foreign weights into the registry (read with torch.load(weights_only=True) only).
+
+    A .tflite MobileNetV2 (uint8/int8 quantized or float; --arch mobilenet_v2)
+    gives its own image size, classes (1001, "background" first, for TF-slim
+    ImageNet files), normalisation and, from a label file beside it, class
+    names: --data and --num-classes are not needed. The stored network pads
+    as torchvision does, not as TF's SAME, which changes some predictions
+    (benchmarks/results/tflite_import.md). Needs the tflite extra of mltk.
+    """
     reporter = reporter_for(fmt)
     record = import_weights(file, arch=arch, data=data, num_classes=num_classes, in_channels=in_channels,
                             image_size=image_size, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),

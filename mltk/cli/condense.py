@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from mltk.cli.data_options import DataDirOption, DownloadOption, data_overrides
 from mltk.cli.launching import relaunch_if_asked, with_launch_options
 from mltk.cli.render import FormatOption, emit, format_value, key_values, reporter_for, run_rows
 from mltk.core import config as config_mod
@@ -33,6 +34,8 @@ def condense(
     resume: str = typer.Option(None, "--resume",
                                help="auto (same config, unfinished), last (newest run), or a run/ckpt folder"),
     runs_dir: Path = typer.Option(None, "--runs-dir", help="where run folders go [default: $MLTK_RUNS or ./runs]"),
+    data_dir: str = DataDirOption,
+    download: bool = DownloadOption,
     fmt: str = FormatOption,
     launch: distributed.LaunchOptions = None,
 ) -> None:
@@ -51,7 +54,7 @@ def condense(
                       f"see `mltk cp {RECIPE} my.yaml`); choose one with --preset")
     user_overrides = list(overrides or [])
     flags = [f"data.name={dataset}"] + ([f"ipc={ipc}"] if ipc is not None else []) + \
-        ([f"method={method}"] if method is not None else [])
+        ([f"method={method}"] if method is not None else []) + data_overrides(data_dir, download)
     # Resolve before anything starts, so a bad key fails fast, on one process.
     cfg = config_mod.resolve(entry.config_class, preset=preset_file, config_file=config_file,
                              overrides=flags + user_overrides)

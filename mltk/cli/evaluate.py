@@ -6,6 +6,7 @@ import time
 
 import typer
 
+from mltk.cli.data_options import DataDirOption, DownloadOption
 from mltk.cli.render import FormatOption, emit, key_values, reporter_for
 from mltk.core.catalog import EvalRequest, get_protocol
 from mltk.core.config import parse_overrides
@@ -40,7 +41,8 @@ def evaluate(
     ref: str = typer.Argument(..., help="artifact: name, name:VERSION, name@ALIAS, or a file/folder path"),
     protocol: str = typer.Option("accuracy", "--protocol", help="evaluation protocol (see `mltk recipes`)"),
     data: str = typer.Option(None, "--data", help="dataset name [default: the one the model was trained on]"),
-    data_dir: str = typer.Option(None, "--data-dir", help="where the dataset files are [default: $MLTK_DATA]"),
+    data_dir: str = DataDirOption,
+    download: bool = DownloadOption,
     split: str = typer.Option("test", "--split", help="test, val or train"),
     batch_size: int = typer.Option(512, "--batch-size", min=1),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N, mps"),
@@ -54,7 +56,7 @@ def evaluate(
     """
     reporter = reporter_for(fmt)
     entry = get_protocol(protocol)
-    request = EvalRequest(ref=ref, protocol=protocol, data=data, data_dir=data_dir, split=split,
+    request = EvalRequest(ref=ref, protocol=protocol, data=data, data_dir=data_dir, download=download, split=split,
                           batch_size=batch_size, device=device, options=protocol_options(ctx.args))
     started = time.perf_counter()
     result = entry.run(request, reporter)

@@ -96,7 +96,7 @@ def env(fmt: str = FormatOption) -> None:
     emit(fmt, info, human, quiet=None)
 
 
-data_app = typer.Typer(help="Datasets mltk can read.", no_args_is_help=True)
+data_app = typer.Typer(help="Datasets mltk can read.", no_args_is_help=True, rich_markup_mode=None)
 
 
 @data_app.command("ls")

@@ -22,9 +22,11 @@ from mltk.core.errors import EXIT_RUNTIME, MltkError
 EPILOG = ("Exit codes: 0 ok, 1 runtime failure, 2 usage or config error, 3 artifact or data missing or corrupt, "
           "4 eval threshold not met, 130 interrupted (checkpoint written). MLTK_DEBUG=1 shows tracebacks.")
 
-app = typer.Typer(name="mltk", no_args_is_help=True, add_completion=False, epilog=EPILOG,
+# rich_markup_mode=None: help is plain text, so "[default: ...]" and other bracketed words are shown
+# as written instead of being taken for rich markup and dropped.
+app = typer.Typer(name="mltk", no_args_is_help=True, add_completion=False, epilog=EPILOG, rich_markup_mode=None,
                   context_settings={"help_option_names": ["-h", "--help"]},
-                  help="Train, evaluate, condense, binarize, detoxify, animate and detect, over one artifact "
+                  help="Train, evaluate, condense, binarize and detoxify models, over one artifact "
                        "registry ($MLTK_HOME).")
 
 app.command("train", epilog=EPILOG)(train.train)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from mltk.cli.data_options import DataDirOption, DownloadOption, data_overrides
 from mltk.cli.launching import relaunch_if_asked, with_launch_options
 from mltk.cli.render import FormatOption, emit, format_value, key_values, reporter_for, run_rows
 from mltk.core import distributed
@@ -30,12 +31,14 @@ def quantize(
                                help="bitat (default at 1 bit), xnor or reactnet; 2/4/8 bits are uniform"),
     data: str = typer.Option(None, "--data", help="calibration and training data (default: the model's own; "
                                                   "required for a bare state_dict)"),
-    data_dir: str = typer.Option(None, "--data-dir", help="where the dataset files are (default: $MLTK_DATA)"),
+    data_dir: str = DataDirOption,
+    download: bool = DownloadOption,
     arch: str = typer.Option(None, "--arch", help="architecture of a bare state_dict (default: inferred from its "
                                                   "keys)"),
     name: str = typer.Option(None, "--name", help="artifact name (default: MODEL-wBITSaACTBITS-METHOD)"),
     preset: str = typer.Option(None, "--preset", "-p",
-                               help=f"training budget preset: {', '.join(quantize_presets())} (default: digits)"),
+                               help=f"training budget preset: {', '.join(quantize_presets())} (default: the one sized "
+                                    "for the data, else digits)"),
     config_file: Path = typer.Option(None, "--config", "-c", help="YAML file over the preset"),
     resume: str = typer.Option(None, "--resume",
                                help="auto (same config, unfinished), last (newest run), or a run/ckpt folder"),
@@ -53,10 +56,10 @@ def quantize(
     for key, value in (("quant.bits", bits), ("quant.act_bits", act_bits)):
         if value is not None:
             flags.append(f"{key}={value}")
-    for key, value in (("quant.method", method), ("data.name", data), ("data.data_dir", data_dir),
-                       ("model.arch", arch), ("name", name)):
+    for key, value in (("quant.method", method), ("data.name", data), ("model.arch", arch), ("name", name)):
         if value is not None:
             flags.append(f"{key}={_quoted(value)}")
+    flags += data_overrides(data_dir, download)
     # Resolve before anything starts, so a bad key fails fast, on one process.
     cfg = resolve_config(preset=preset, config_file=config_file, overrides=[*flags, *(overrides or [])])
     relaunch_if_asked(launch)

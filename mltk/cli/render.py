@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -29,8 +30,17 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
+# Off a terminal (a pipe, a file, a CI log) there is no width to fit: rich would assume 80
+# columns and cut cells short ("ci-dig…"), so tables get all the width they need there.
+UNBOUNDED_WIDTH = 100_000
+
+
 def stdout_console() -> Console:
-    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
+    """The console human output goes to. ``markup=False``: what is printed is data (names, paths,
+    descriptions such as ``[conv3x3-norm-ReLU-pool2x2]``), never rich markup to interpret."""
+    fits_a_screen = sys.stdout.isatty() or bool(os.environ.get("COLUMNS"))
+    return Console(file=sys.stdout, highlight=False, soft_wrap=True, markup=False,
+                   width=None if fits_a_screen else UNBOUNDED_WIDTH)
 
 
 def reporter_for(fmt: str) -> Reporter:

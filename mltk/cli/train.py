@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from mltk.cli.data_options import DataDirOption, DownloadOption, data_overrides
 from mltk.cli.launching import relaunch_if_asked, with_launch_options
 from mltk.cli.render import FormatOption, emit, format_value, key_values, reporter_for, run_rows
 from mltk.core import config as config_mod
@@ -26,6 +27,8 @@ def train(
     resume: str = typer.Option(None, "--resume",
                                help="auto (same config, unfinished), last (newest run), or a run/ckpt folder"),
     runs_dir: Path = typer.Option(None, "--runs-dir", help="where run folders go [default: $MLTK_RUNS or ./runs]"),
+    data_dir: str = DataDirOption,
+    download: bool = DownloadOption,
     fmt: str = FormatOption,
     launch: distributed.LaunchOptions = None,
 ) -> None:
@@ -33,7 +36,7 @@ def train(
     reporter = reporter_for(fmt)
     entry = get_recipe(recipe)
     preset_file = preset_path(entry.name, preset or entry.default_preset)
-    overrides = list(overrides or [])
+    overrides = data_overrides(data_dir, download) + list(overrides or [])
     # Resolve before anything starts, so a bad key fails fast, on one process.
     cfg = config_mod.resolve(entry.config_class, preset=preset_file, config_file=config_file,
                              overrides=overrides)

@@ -71,14 +71,22 @@ def names_a_path(ref: str) -> bool:
     return path.exists() or "/" in ref or ref.startswith(".") or path.suffix in FILE_SUFFIXES
 
 
-def card_from_provenance(metadata: dict[str, str]) -> dict:
+def card_from_provenance(metadata: dict[str, str], where: str = "weights file") -> dict:
     """The card a lone weights file carries in its metadata: :func:`provenance` read back.
 
     ``kind`` and ``engine`` stay on top, ``parent`` and ``relation`` become the
     lineage, and the JSON sections (``arch``, ``task``, ...) are decoded. There
     are no ``files`` to check: the file is all there is.
     """
-    fields = {key: json.loads(value) if value[:1] in "{[" else value for key, value in metadata.items()}
+    fields = {}
+    for key, value in metadata.items():
+        if value.startswith(("{", "[")):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise ArtifactError(f"{where}: its metadata field {key[:80]!r} is not valid JSON",
+                                    hint="the file is damaged or was not written by mltk") from None
+        fields[key] = value
     card = {key: fields.pop(key) for key in ("kind", "engine") if key in fields}
     lineage = {key: fields.pop(key) for key in ("parent", "relation") if key in fields}
     return {**card, **({"lineage": lineage} if lineage else {}), **fields}
@@ -135,7 +143,7 @@ def open_artifact(ref: str, *, registry: Registry | None = None, kinds: tuple[st
     if path.is_dir():
         opened = _open_folder(path, plain_folders)
     elif path.is_file() and lone_files:
-        opened = OpenedArtifact(path, card_from_provenance(read_safetensors_metadata(path)), str(path))
+        opened = OpenedArtifact(path, card_from_provenance(read_safetensors_metadata(path), str(path)), str(path))
     elif path.is_file():
         raise ArtifactError(f"{ref}: a lone file, not an artifact folder",
                             hint="give the artifact's registry reference or the folder `mltk export` wrote")

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from mltk.core.errors import UsageError
 
 C = TypeVar("C")
+D = TypeVar("D")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,10 +47,20 @@ class EvalRequest:
     protocol: str = "accuracy"
     data: str | None = None
     data_dir: str | None = None
+    download: bool = False  # fetch missing official dataset files
     split: str = "test"
     batch_size: int = 512
     device: str = "auto"
     options: dict = dataclasses.field(default_factory=dict)
+
+    def located(self, spec: D) -> D:
+        """A protocol's data spec (any dataclass with ``data_dir`` and ``download``) read where --data-dir
+        and --download say."""
+        if self.data_dir:
+            spec = dataclasses.replace(spec, data_dir=self.data_dir)
+        if self.download:
+            spec = dataclasses.replace(spec, download=True)
+        return spec
 
     def parse_options(self, cls: type[C]) -> C:
         """``options`` checked against the dataclass ``cls``: every unknown or mistyped one is a ConfigError."""

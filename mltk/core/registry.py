@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import difflib
+import errno
 import hashlib
 import json
 import os
@@ -192,28 +193,84 @@ class Registry:
 
     @contextlib.contextmanager
     def _connect(self, write: bool = False) -> Iterator[sqlite3.Connection]:
-        self.home.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+        """A connection to the index. Readers open it read-only, so ``ls``, ``verify`` and ``eval`` work
+        in a home they may not write (a shared, read-only MLTK_HOME); only writers create or change it."""
+        conn = self._open_writer() if write else self._open_reader()
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.executescript(_SCHEMA)
             if write:
                 conn.execute("BEGIN IMMEDIATE")  # one writer at a time, across processes
                 try:
                     yield conn
                     conn.execute("COMMIT")
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    # SQLite has already rolled back after some errors (a full disk): a second
+                    # ROLLBACK would fail and hide the error that matters.
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
                     raise
             else:
                 yield conn
         except sqlite3.DatabaseError as exc:
-            raise ArtifactError(f"{self.db_path}: registry index unreadable ({exc})",
-                                hint="move the file aside; artifacts under "
-                                     f"{self.artifacts_dir} stay on disk") from None
+            raise self._index_error(exc, write) from None
         finally:
             conn.close()
+
+    def _open_writer(self) -> sqlite3.Connection:
+        conn = None
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.executescript(_SCHEMA)
+            return conn
+        except (OSError, sqlite3.DatabaseError) as exc:
+            if conn is not None:
+                conn.close()
+            raise self._index_error(exc, write=True) from None
+
+    def _open_reader(self) -> sqlite3.Connection:
+        if self.db_path.is_file():
+            uri = self.db_path.resolve().as_uri()
+            # The second address is for a WAL index in a folder this process cannot write:
+            # SQLite cannot create the shared-memory file beside it, and nobody can be
+            # writing there either, so the index is read as a fixed file.
+            for address in (f"{uri}?mode=ro", f"{uri}?mode=ro&immutable=1"):
+                conn = None
+                try:
+                    conn = sqlite3.connect(address, uri=True, timeout=60, isolation_level=None)
+                    conn.execute("SELECT 1 FROM artifacts LIMIT 1")
+                    return conn
+                except sqlite3.DatabaseError as exc:
+                    if conn is not None:
+                        conn.close()
+                    if "no such table" in str(exc):
+                        break  # an index no writer has set up yet: no artifacts
+                    if not (isinstance(exc, sqlite3.OperationalError) and "unable to open" in str(exc)
+                            and "immutable" not in address):
+                        raise self._index_error(exc, write=False) from None
+        conn = sqlite3.connect(":memory:", isolation_level=None)  # no index (yet): no artifacts
+        conn.executescript(_SCHEMA)
+        return conn
+
+    def _writable(self) -> bool:
+        folder = self.home if self.home.exists() else self.home.parent
+        return os.access(folder, os.W_OK) and (not self.db_path.exists() or os.access(self.db_path, os.W_OK))
+
+    def _index_error(self, exc: BaseException, write: bool) -> MltkError:
+        """The error for an index that cannot be used. A writer that meets a full disk or a read-only
+        home says so (the index itself is fine); only a damaged index is called unreadable."""
+        text = str(getattr(exc, "strerror", None) or exc)
+        if write and ("disk is full" in text or getattr(exc, "errno", None) == errno.ENOSPC):
+            return MltkError(f"could not save: no space left on the device holding {self.home}; nothing was stored",
+                             hint="free disk space or set MLTK_HOME to another folder, then retry")
+        if write and ("readonly" in text or "read-only" in text.lower() or isinstance(exc, PermissionError)
+                      or getattr(exc, "errno", None) == errno.EROFS or not self._writable()):
+            return MltkError(f"could not change the registry: {self.home} is read-only ({text}); "
+                             "nothing was changed", hint="set MLTK_HOME to a writable folder, then retry")
+        return ArtifactError(f"{self.db_path}: registry index unreadable ({text})",
+                             hint="move the file aside; artifacts under "
+                                  f"{self.artifacts_dir} stay on disk")
 
     def _record(self, conn: sqlite3.Connection, row: tuple) -> ArtifactRecord:
         name, version = row[0], row[1]

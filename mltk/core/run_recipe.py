@@ -1,7 +1,8 @@
 """Running one training recipe from start (or a checkpoint) to a stored artifact.
 
-Every recipe gets the same frame: a run folder with its resolved config, the
-distributed process group, a device, signal handling that turns Ctrl-C or
+Every recipe gets the same frame: a run folder with its resolved config (made
+once ``setup`` has read the data and built the model, so bad input leaves no
+run behind), the distributed process group, a device, signal handling that turns Ctrl-C or
 SIGTERM into "finish this step, write a checkpoint, exit 130", and the
 registry to save into. The recipe class supplies the method itself::
 
@@ -14,6 +15,7 @@ registry to save into. The recipe class supplies the method itself::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -42,7 +44,9 @@ RUN_IDENTITY_IGNORES = ("device", "name")
 @dataclasses.dataclass
 class RunContext:
     recipe: str
-    run: RunDir
+    # None during setup(): the run folder is made once the data and the model are in hand,
+    # so a command that stops on bad input leaves no "failed" run behind.
+    run: RunDir | None
     dist: distributed.DistInfo
     device: torch.device
     registry: Registry
@@ -78,25 +82,21 @@ def run_recipe(entry: RecipeEntry, cfg: Any, *, resume: str | None, runs_root: P
     try:
         identity = config_mod.config_hash(cfg, ignore=RUN_IDENTITY_IGNORES)
         ckpt = _choose_checkpoint(resume, entry.name, runs_root, identity, dist_info)
-        run = _open_run_dir(entry, cfg, ckpt, runs_root, identity, dist_info, reporter)
-        run.clock_started, run.seconds_before = started, ckpt.seconds_spent if ckpt else 0.0
         if dist_info.enabled:
             reporter.info(f"distributed: {dist_info.world_size} ranks, backend {dist_info.backend}")
-        ctx = RunContext(recipe=entry.name, run=run, dist=dist_info, device=device,
+        ctx = RunContext(recipe=entry.name, run=None, dist=dist_info, device=device,
                          registry=registry, reporter=reporter, resume_from=ckpt)
         recipe = entry.recipe_class(cfg, ctx)
         with _stop_on_signals(ctx):
-            try:
-                recipe.setup()
+            recipe.setup()  # data, model, a checkpoint's state: bad input stops here, before any run folder
+            run = _open_run_dir(entry, cfg, ckpt, runs_root, identity, dist_info, reporter)
+            run.clock_started, run.seconds_before = started, ckpt.seconds_spent if ckpt else 0.0
+            ctx.run = run
+            with _recorded_end(run):
                 recipe.train()
-            except Interrupted:
-                run.set_status("interrupted")
-                raise
-            except BaseException:
-                run.set_status("failed")
-                raise
-        metrics = recipe.evaluate()
-        record = recipe.save(metrics) if dist_info.is_main else None
+        with _recorded_end(run):
+            metrics = recipe.evaluate()
+            record = recipe.save(metrics) if dist_info.is_main else None
         results = {
             "recipe": entry.name,
             "run_dir": str(run.path),
@@ -115,6 +115,20 @@ def run_recipe(entry: RecipeEntry, cfg: Any, *, resume: str | None, runs_root: P
         return results
     finally:
         distributed.shutdown(wait_for_peers=finished)
+
+
+@contextlib.contextmanager
+def _recorded_end(run: RunDir):
+    """run.json says how the run stopped: interrupted (it can resume) or failed, whatever the cause,
+    a full disk included; a run is never left saying "running"."""
+    try:
+        yield
+    except (Interrupted, KeyboardInterrupt):
+        run.set_status("interrupted")
+        raise
+    except BaseException as exc:
+        run.mark_failed(exc)
+        raise
 
 
 def _choose_checkpoint(resume: str | None, recipe: str, runs_root: Path, identity: str,

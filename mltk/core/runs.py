@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from mltk.core.console import warn
-from mltk.core.errors import ArtifactError, UsageError
+from mltk.core.errors import ArtifactError, MltkError, UsageError
 from mltk.core.registry import sha256_file
 from mltk.core.tensor_files import (
     fsync_dir,
@@ -148,6 +148,27 @@ class RunDir:
         if self.writable:
             self._write_json(RUN_FILE, {**self.info(), "status": status, **extra})
 
+    def mark_failed(self, error: BaseException) -> None:
+        """Record that the run failed, even on the full disk that may have made it fail; never raises.
+
+        The usual write needs room for a temporary file; when there is none, run.json
+        is overwritten in place (its old blocks are reused), so a run is never left
+        saying "running" after it stopped.
+        """
+        if not self.writable:
+            return
+        record = {**self.info(), "status": "failed", "error": str(error)[:500] or type(error).__name__}
+        try:
+            self._write_json(RUN_FILE, record)
+        except OSError:
+            try:
+                with open(self.path / RUN_FILE, "r+") as handle:
+                    text = json.dumps(record)
+                    handle.write(text)
+                    handle.truncate(len(text))
+            except OSError as exc:
+                warn(f"{self.path / RUN_FILE}: could not mark the run failed ({exc.strerror or exc})")
+
     def append_metrics(self, record: Mapping[str, Any]) -> None:
         if self.writable:
             with open(self.path / "metrics.jsonl", "a") as handle:
@@ -200,17 +221,28 @@ class RunDir:
         final = self.ckpt_dir / f"step-{step}"
         staging = self.ckpt_dir / f".step-{step}.tmp"
         shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        save_safetensors(staging / "model.safetensors", model_state)
-        save_state_tree(staging / "trainer_state.safetensors", trainer_state)
-        write_file(staging / CLOCK_FILE, json.dumps({"seconds": round(self.seconds_so_far(), 3)}).encode())
-        checksums = {p.name: sha256_file(p) for p in sorted(staging.iterdir())}
-        write_file(staging / CHECKSUM_FILE, json.dumps(checksums, indent=1).encode())
-        fsync_dir(staging)
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(staging, final)
-        fsync_dir(self.ckpt_dir)
+        try:
+            staging.mkdir()
+            save_safetensors(staging / "model.safetensors", model_state)
+            save_state_tree(staging / "trainer_state.safetensors", trainer_state)
+            write_file(staging / CLOCK_FILE, json.dumps({"seconds": round(self.seconds_so_far(), 3)}).encode())
+            checksums = {p.name: sha256_file(p) for p in sorted(staging.iterdir())}
+            write_file(staging / CHECKSUM_FILE, json.dumps(checksums, indent=1).encode())
+            fsync_dir(staging)
+            if final.exists():
+                shutil.rmtree(final)
+            os.rename(staging, final)
+            fsync_dir(self.ckpt_dir)
+        except OSError as exc:
+            # The half-written checkpoint goes, which also gives a full disk its space back.
+            shutil.rmtree(staging, ignore_errors=True)
+            raise MltkError(f"could not save the checkpoint of step {step}: {exc.strerror or exc} "
+                            f"({self.ckpt_dir}); nothing was stored",
+                            hint="free disk space or set MLTK_RUNS to another folder, then resume with "
+                                 "--resume auto") from None
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         for old in self.checkpoints()[:-keep] if keep > 0 else []:
             shutil.rmtree(old.path, ignore_errors=True)
         return Checkpoint(final)

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -140,6 +141,47 @@ def _header_problem(header: Any) -> str | None:
     return None
 
 
+@dataclasses.dataclass(frozen=True)
+class TensorLayout:
+    """What a tensor is without its values: its shape and the kind of number it holds."""
+
+    shape: tuple[int, ...]
+    kind: str  # "float", "int", "bool" or "complex": loading across kinds changes what the values mean
+
+
+def tensor_layout(tensor: torch.Tensor) -> TensorLayout:
+    if tensor.dtype == torch.bool:
+        kind = "bool"
+    elif tensor.is_complex():
+        kind = "complex"
+    elif tensor.is_floating_point():
+        kind = "float"
+    else:
+        kind = "int"
+    return TensorLayout(tuple(tensor.shape), kind)
+
+
+def _stored_kind(dtype: str) -> str:
+    """The kind of a safetensors dtype name (F32, BF16, F8_E4M3, I64, U8, BOOL, C64, ...)."""
+    if dtype == "BOOL":
+        return "bool"
+    if dtype.startswith(("F", "BF")):
+        return "float"
+    if dtype.startswith(("I", "U")):
+        return "int"
+    if dtype.startswith("C"):
+        return "complex"
+    return dtype[:20]  # unknown to mltk: a kind of its own, which no parameter has
+
+
+def read_tensor_layouts(path: Path) -> dict[str, TensorLayout]:
+    """The layout of every tensor in a safetensors file, from its header alone: no tensor data is read,
+    so a model can be checked against a file before either is given memory."""
+    header, _ = read_safetensors_header(Path(path))
+    return {key: TensorLayout(tuple(entry["shape"]), _stored_kind(entry["dtype"]))
+            for key, entry in header.items() if key != "__metadata__"}
+
+
 def load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) of a safetensors file on CPU, with clear errors for bad files."""
     path = Path(path)
@@ -233,13 +275,7 @@ def load_foreign_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).splitlines()
-        detail = next((line.strip() for line in reason if "Unsupported global" in line or "GLOBAL" in line),
-                      reason[0] if reason else "unsupported content")
-        raise ArtifactError(
-            f"{path}: refused: the file holds pickled Python objects that could run code ({detail})",
-            hint="mltk loads checkpoints with torch.load(weights_only=True) only; re-save the "
-                 "weights as a plain state_dict or as safetensors") from None
+        raise unsafe_pickle_error(str(path), exc) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise ArtifactError(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})",
                             hint="check that the file is complete and was written by torch.save") from None
@@ -251,6 +287,21 @@ def load_foreign_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
+
+
+def unsafe_pickle_error(where: str, exc: pickle.UnpicklingError) -> ArtifactError:
+    """mltk's one-line refusal of a pickle that ``torch.load(weights_only=True)`` would not load.
+
+    torch's own message runs to several lines and suggests ``weights_only=False``,
+    which would run the file's code: only the global it refused is kept.
+    """
+    reason = str(exc).splitlines()
+    detail = next((line.strip() for line in reason if "Unsupported global" in line or "GLOBAL" in line),
+                  reason[0].strip() if reason else "unsupported content")
+    return ArtifactError(
+        f"{where}: refused: the file holds pickled Python objects that could run code ({detail[:200]})",
+        hint="mltk reads pickled weights with torch.load(weights_only=True) only, so no code runs; "
+             "re-save the weights as a plain state_dict or as safetensors")
 
 
 def _find_state_dict(obj: Any) -> dict[str, torch.Tensor] | None:

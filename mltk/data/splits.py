@@ -94,7 +94,8 @@ def load_split(spec: DataSpec, split: str) -> ImageDataset:
         dataset = {"train": splits.train, "val": splits.val, "test": splits.test}.get(split)
         if dataset is None:
             raise UsageError(f"{spec.name} has no {split!r} split here",
-                             hint="use --split test or train, or give data.val_holdout when training")
+                             hint="ask for the test or train split (mltk eval: --split), or give "
+                                  "data.val_holdout when training")
         return dataset
     return load_dataset(spec.name, split, data_dir=spec.data_dir, download=spec.download)
 

@@ -4,7 +4,10 @@ A classifier artifact is ``model.safetensors`` (weights, plus small provenance
 in its ``__metadata__``: mltk version, engine, architecture spec, task, config
 hash, parent) and a card giving the same spec and task in full. Loading never
 unpickles anything: the architecture is rebuilt from the spec, then the
-weights are loaded strictly.
+weights are loaded strictly. Sizes in a card are not trusted: the architecture
+is first assembled on the ``meta`` device (shapes, no memory) and compared
+with the shapes in the weights file's header; only a model that fits them is
+built for real, so its memory is bounded by the file's own size.
 
 A reference is a registry reference (``name``, ``name:3``, ``name@best``), an
 exported artifact folder (``card.json`` beside ``model.safetensors``), or a
@@ -36,9 +39,12 @@ from mltk.core.artifact import (
 from mltk.core.errors import ArtifactError, ConfigError, UsageError
 from mltk.core.registry import Registry
 from mltk.core.tensor_files import (
+    TensorLayout,
     load_foreign_state_dict,
     load_safetensors,
+    read_tensor_layouts,
     safetensors_bytes,
+    tensor_layout,
 )
 from mltk.nn.classifiers.architectures import UnknownArchError, build_from_spec, build_model
 from mltk.nn.classifiers.classifier import ImageClassifier
@@ -139,9 +145,28 @@ def network_from_card(spec: dict, where: str) -> ImageClassifier:
 
 
 def _rebuild(spec: dict, weights: Path, where: str) -> ImageClassifier:
-    model = network_from_card(spec, where)
+    arch = spec.get("arch") if isinstance(spec, dict) else None
+    return build_for_weights(lambda: network_from_card(spec, where), weights, where,
+                             fits=f"the architecture {arch!r}")
+
+
+def build_for_weights(build: Callable[[], torch.nn.Module], weights: Path, where: str, *,
+                      fits: str = "the architecture",
+                      hint: str = "check --arch and its options (num_classes, width, ...)") -> torch.nn.Module:
+    """``build()`` holding the weights of the safetensors file ``weights``, in eval mode; ArtifactError if they differ.
+
+    ``build`` runs first on the ``meta`` device and its tensors are compared
+    with the file's header, so a card that asks for a model far larger than
+    its weights is refused before any memory is given to either.
+    """
+    with torch.device("meta"):
+        skeleton = build()
+    refuse_misfit({key: tensor_layout(value) for key, value in skeleton.state_dict().items()},
+                  read_tensor_layouts(weights), where, fits=fits, hint=hint)
+    del skeleton
+    model = build()
     tensors, _ = load_safetensors(weights)
-    load_weights_exactly(model, tensors, where, fits=f"the architecture {model.arch!r}")
+    load_weights_exactly(model, tensors, where, fits=fits, hint=hint)
     model.eval()
     return model
 
@@ -149,29 +174,51 @@ def _rebuild(spec: dict, weights: Path, where: str) -> ImageClassifier:
 def load_weights_exactly(module: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str, *,
                          fits: str = "the architecture",
                          hint: str = "check --arch and its options (num_classes, width, ...)") -> None:
-    """Load ``tensors`` into ``module``: every key present, none extra, every shape equal; else ArtifactError.
+    """Load ``tensors`` into ``module``: every key present, none extra, every shape and kind of number equal;
+    else ArtifactError (see :func:`refuse_misfit`)."""
+    own = module.state_dict()
+    refuse_misfit({key: tensor_layout(value) for key, value in own.items()},
+                  {key: tensor_layout(value) for key, value in tensors.items()}, where, fits=fits, hint=hint)
+    module.load_state_dict(tensors, strict=False)
+
+
+def refuse_misfit(own: dict[str, TensorLayout], stored: dict[str, TensorLayout], where: str, *,
+                  fits: str, hint: str) -> None:
+    """ArtifactError unless ``stored`` has every key of ``own`` with its shape and kind of number, and no other.
 
     The message names ``where``, what the weights should fit (``fits``) and the
-    first missing, unexpected and mis-shaped key, with ``hint`` as the next step.
+    first missing, unexpected, mis-shaped and other-kind key, with ``hint`` as
+    the next step. Integers in a float parameter would load silently as
+    numbers of another meaning (an export stored as int32), so kinds must match.
     """
-    own = module.state_dict()
     # Checkpoints written before PyTorch 0.4.1 have no BatchNorm step counter;
     # the counter only matters for momentum=None, and loading leaves it at 0.
-    missing = sorted(k for k in set(own) - set(tensors) if not k.endswith("num_batches_tracked"))
-    unexpected = sorted(set(tensors) - set(own))
-    wrong = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (first: {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (first: {unexpected[0]})")
-        if wrong:
-            key = wrong[0]
-            parts.append(f"{len(wrong)} of another shape (first: {key} {tuple(tensors[key].shape)} "
-                         f"vs {tuple(own[key].shape)})")
-        raise ArtifactError(f"{where}: the weights do not fit {fits}: " + "; ".join(parts), hint=hint)
-    module.load_state_dict(tensors, strict=False)
+    missing = sorted(k for k in set(own) - set(stored) if not k.endswith("num_batches_tracked"))
+    unexpected = sorted(set(stored) - set(own))
+    common = sorted(set(own) & set(stored))
+    wrong = [k for k in common if own[k].shape != stored[k].shape]
+    other_kind = [k for k in common if own[k].kind != stored[k].kind]
+    if not (missing or unexpected or wrong or other_kind):
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (first: {missing[0][:120]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (first: {unexpected[0][:120]})")
+    if wrong:
+        key = wrong[0]
+        parts.append(f"{len(wrong)} of another shape (first: {key} {_shown_shape(stored[key].shape)} "
+                     f"vs {_shown_shape(own[key].shape)})")
+    if other_kind:
+        key = other_kind[0]
+        parts.append(f"{len(other_kind)} of another kind of number (first: {key} holds {stored[key].kind}, "
+                     f"the model {own[key].kind})")
+    raise ArtifactError(f"{where}: the weights do not fit {fits}: " + "; ".join(parts), hint=hint)
+
+
+def _shown_shape(shape: tuple[int, ...]) -> str:
+    text = str(tuple(shape))
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # ---------------------------------------------------------------- importing foreign weights

@@ -11,6 +11,14 @@ numbers, or from both (explicit numbers win)::
     record = import_weights("resnet20-12fca82f.th", arch="resnet20", data="cifar10",
                             mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
     record.ref   # "resnet20-12fca82f:1"; load_classifier(record.ref) rebuilds it
+
+A TFLite MobileNetV2 (``.tflite``, quantized or float) carries its own task:
+the image size and channels of its input tensor, the classes of its output
+(1001 for TF-slim's ImageNet files, "background" first), the normalisation of
+its input quantisation, and the class names of a label file beside it
+(``mltk.nn.classifiers.tflite_mobilenet`` reads it; ``pip install "mltk[tflite]"``)::
+
+    import_weights("mobilenet_v2_1.0_224_quant.tflite", arch="mobilenet_v2")
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ from mltk.core.errors import UsageError
 from mltk.core.registry import ArtifactRecord, Registry
 from mltk.data import dataset_info
 from mltk.nn.artifacts import classifier_artifact, import_classifier
+from mltk.nn.classifiers.tflite_mobilenet import ARCH as TFLITE_ARCH
+from mltk.nn.classifiers.tflite_mobilenet import mobilenet_v2_from_tflite
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +82,14 @@ def import_weights(file: str | Path, *, arch: str, data: str | None = None, num_
     parent is ``file:<file name>`` and its name defaults to the file's stem.
     Raises UsageError for a missing or inconsistent task and ArtifactError when
     the file is refused (pickled objects) or its weights do not fit ``arch``.
+    A ``.tflite`` file gives its own task and normalisation (``mean``/``std``
+    still replace the latter); numbers given that contradict it are a UsageError.
     """
     file = Path(file)
+    if file.suffix == ".tflite":
+        return _import_tflite(file, arch=arch, data=data, num_classes=num_classes, in_channels=in_channels,
+                              image_size=image_size, mean=mean, std=std, options=options,
+                              class_names=class_names, name=name, registry=registry)
     task = resolve_task(data, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
                         class_names=class_names)
     model = import_classifier(file, arch=arch, num_classes=task.num_classes, in_channels=task.in_channels,
@@ -82,4 +98,31 @@ def import_weights(file: str | Path, *, arch: str, data: str | None = None, num_
         model, engine="import", data={"name": data} if data else {}, class_names=task.class_names,
         config={"source": str(file)}, config_sha256="", metrics={}, primary_metric="test_accuracy",
         parent=f"file:{file.name}", relation="imported")
+    return (registry or Registry()).save(name or file.stem.replace(" ", "-"), files=files, card=card)
+
+
+def _import_tflite(file: Path, *, arch: str, data: str | None, num_classes: int | None, in_channels: int | None,
+                   image_size: int | None, mean: list[float] | None, std: list[float] | None,
+                   options: dict | None, class_names: list[str] | None, name: str | None,
+                   registry: Registry | None) -> ArtifactRecord:
+    if arch != TFLITE_ARCH:
+        raise UsageError(f"{file.name}: mltk imports TFLite files as {TFLITE_ARCH} only, not {arch!r}",
+                         hint=f"pass --arch {TFLITE_ARCH}")
+    imported = mobilenet_v2_from_tflite(file, options=dict(options or {}), mean=mean, std=std)
+    model = imported.model
+    given = {"--num-classes": num_classes, "--in-channels": in_channels, "--image-size": image_size}
+    actual = {"--num-classes": model.args["num_classes"], "--in-channels": model.args["in_channels"],
+              "--image-size": model.args["image_size"]}
+    conflicts = [f"{flag} {value} but the file has {actual[flag]}" for flag, value in given.items()
+                 if value is not None and value != actual[flag]]
+    if conflicts:
+        raise UsageError(f"{file.name}: " + "; ".join(conflicts),
+                         hint="leave them out: a .tflite file gives its own shape and classes")
+    task = resolve_task(data, num_classes=actual["--num-classes"], in_channels=actual["--in-channels"],
+                        image_size=actual["--image-size"], class_names=class_names or imported.class_names)
+    files, card = classifier_artifact(
+        model, engine="import", data={"name": data} if data else {}, class_names=task.class_names,
+        config={"source": str(file), "format": "tflite", "input_type": imported.input_type},
+        config_sha256="", metrics={}, primary_metric="test_accuracy", parent=f"file:{file.name}",
+        relation="imported")
     return (registry or Registry()).save(name or file.stem.replace(" ", "-"), files=files, card=card)

@@ -174,3 +174,34 @@ def test_remove_and_export(tmp_path):
     assert reg.list() == []
     with sqlite3.connect(tmp_path / "home" / "registry.db") as conn:
         assert conn.execute("SELECT COUNT(*) FROM aliases").fetchone() == (0,)
+
+
+def test_a_full_disk_while_writing_the_index_says_so_and_stores_nothing(tmp_path, monkeypatch):
+    reg = Registry(tmp_path)
+    _save(reg)
+    real_open = Registry._open_writer
+
+    def open_on_a_full_disk(self):
+        conn = real_open(self)
+        (pages,) = conn.execute("PRAGMA page_count").fetchone()
+        conn.execute(f"PRAGMA max_page_count={pages}")  # SQLite then fails as on a full disk
+        return conn
+
+    monkeypatch.setattr(Registry, "_open_writer", open_on_a_full_disk)
+    # a primary metric with a long name: its row needs more pages than the index may grow by
+    big_card = {**_card(), "primary_metric": {"name": "x" * 200_000, "higher_is_better": True}}
+    with pytest.raises(MltkError, match=r"could not save: no space left on the device holding .*; "
+                                        r"nothing was stored") as info:
+        reg.save("m", files={"model.safetensors": b"new"}, card=big_card)
+    assert info.value.exit_code == 1 and "unreadable" not in info.value.message
+    monkeypatch.setattr(Registry, "_open_writer", real_open)
+    assert [r.version for r in reg.list("m")] == [1]
+    assert sorted(p.name for p in (tmp_path / "artifacts" / "m").iterdir()) == ["1"]
+
+
+def test_reading_a_home_without_an_index_creates_nothing(tmp_path):
+    home = tmp_path / "home"
+    assert Registry(home).list() == []
+    assert not home.exists()
+    with pytest.raises(ArtifactError, match="no artifact named 'm'"):
+        Registry(home).resolve("m")

@@ -80,3 +80,91 @@ def test_absolute_and_dotdot_zip_members_are_ignored_with_a_warning(tmp_path, ca
     dataset = load_dataset(f"imagefolder:{path}")
     assert dataset.class_names == ["cat", "dog"] and len(dataset) == 2
     assert "ignoring 2 member(s) with absolute or '..' paths" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the same inputs at full size, under a memory limit
+# Each runs in a child allowed 1 GiB beyond a started mltk (the ``memory_limited`` fixture): a reader
+# that inflates, decodes or walks what it should refuse then fails with MemoryError or a timeout.
+
+
+def _load_in_limited_child(memory_limited, reference: str, **kwargs):
+    return memory_limited(f"""
+        import sys
+        from mltk.core.errors import ArtifactError
+        from mltk.data import load_dataset
+        try:
+            load_dataset({reference!r}, **{kwargs!r})
+        except ArtifactError as exc:
+            print(exc.message)
+            sys.exit(exc.exit_code)
+        print("loaded")
+    """, timeout=60)
+
+
+def _zeros_into(handle, count: int) -> None:
+    chunk = bytes(16 << 20)
+    for start in range(0, count, len(chunk)):
+        handle.write(chunk[: min(len(chunk), count - start)])
+
+
+def test_a_one_gib_zip_member_costs_no_memory(tmp_path, memory_limited):
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        archive.writestr("cat/a.png", _png())
+        with archive.open("dog/b.png", "w", force_zip64=True) as member:
+            member.write(_png())  # a valid PNG header, then 1 GiB of zeros
+            _zeros_into(member, 1 << 30)
+    assert path.stat().st_size < 8 << 20
+    result = _load_in_limited_child(memory_limited, f"imagefolder:{path}")
+    assert result.code == 3, result.stderr
+    assert "dog/b.png" in result.stdout and "more than" in result.stdout
+
+
+def test_huge_images_are_refused_from_their_headers_before_any_is_decoded(tmp_path, memory_limited):
+    buffer = io.BytesIO()
+    Image.new("L", (12000, 12000)).save(buffer, "PNG", compress_level=1)  # 144 MB each when decoded
+    path = tmp_path / "big.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("cat/small.png", _png())
+        for index in range(8):
+            archive.writestr(f"dog/{index}.png", buffer.getvalue())
+    result = _load_in_limited_child(memory_limited, f"imagefolder:{path}")
+    assert result.code == 3, result.stderr
+    assert "is 12000x12000, larger than 4096 pixels a side" in result.stdout
+
+
+def test_a_one_gib_cifar_tarball_member_is_refused_unread(tmp_path, memory_limited):
+    import tarfile
+
+    class Zeros(io.RawIOBase):
+        def __init__(self, count: int):
+            self.left = count
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer) -> int:
+            count = min(len(buffer), self.left)
+            buffer[:count] = bytes(count)
+            self.left -= count
+            return count
+
+    with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz", compresslevel=1) as tar:
+        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+        info.size = 1 << 30
+        tar.addfile(info, io.BufferedReader(Zeros(info.size), 1 << 20))
+    result = _load_in_limited_child(memory_limited, "cifar10", data_dir=str(tmp_path))
+    assert result.code == 3, result.stderr
+    assert "data_batch_1: 1073741824 bytes, more than any CIFAR batch" in result.stdout
+
+
+def test_two_folder_loops_end_quickly_in_an_error(tmp_path, memory_limited):
+    root = tmp_path / "images"
+    for label in ("cat", "dog"):
+        (root / label).mkdir(parents=True)
+        (root / label / "a.png").write_bytes(_png())
+    (root / "cat" / "loop").symlink_to(root, target_is_directory=True)
+    (root / "dog" / "loop").symlink_to(root / "cat", target_is_directory=True)
+    result = _load_in_limited_child(memory_limited, f"imagefolder:{root}")
+    assert result.code == 3, result.stderr
+    assert "a folder link that leads back into" in result.stdout

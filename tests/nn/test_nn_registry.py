@@ -59,6 +59,7 @@ def test_builtin_archs_are_registered_and_described():
         "width_mult": 1.0,
         "stem_stride": 2,
         "dropout": 0.2,
+        "tf_padding": False,
     }
     assert described["resnet20"]["options"] == {}
     assert all(entry["description"] for entry in described.values())

@@ -13,6 +13,7 @@ from typing import Literal
 
 from mltk.core.sections import LoopSettings, OptimizerSettings, check_values
 from mltk.data.splits import DataSpec
+from mltk.nn.classifiers.architectures import arch_option_problems
 
 METHODS = ("kfs", "dm", "random", "herding")
 
@@ -23,6 +24,9 @@ class NetSpec:
 
     arch: str = "convnet"
     options: dict = dataclasses.field(default_factory=dict)  # width, depth, norm, pooling
+
+    def value_problems(self) -> list[str]:
+        return arch_option_problems(self.arch, self.options)
 
 
 @dataclasses.dataclass(frozen=True)

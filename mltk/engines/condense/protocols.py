@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 
 import torch
 
@@ -75,17 +76,19 @@ def evaluate_condensed(images: torch.Tensor, labels: torch.Tensor, test: ImageDa
     schedule = FitSchedule(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, momentum=spec.momentum,
                            weight_decay=spec.weight_decay)
     accuracies = torch.zeros(spec.runs, dtype=torch.float64, device=device)
-    for run in range(dist.rank, spec.runs, dist.world_size):
-        run_seed = derive_seed(seed, run)
-        seed_everything(run_seed % (1 << 63))
-        model = build_model(net.arch, num_classes=test.num_classes, in_channels=channels, image_size=height,
-                            mean=mean, std=std, **net.options)
-        fit_classifier(model, images, labels, schedule, seed=run_seed, device=device,
-                       augment=augment if dsa.enabled else None)
-        scores = evaluate_classifier(model, test, batch_size=batch_size, device=device)
-        accuracies[run] = scores["accuracy"]
-        if reporter is not None:
-            reporter.info(f"evaluation run {run + 1}/{spec.runs}: test accuracy {scores['accuracy']:.4f}")
+    mine = list(range(dist.rank, spec.runs, dist.world_size))
+    with _EvaluationProgress(reporter, runs=len(mine), epochs=spec.epochs) as progress:
+        for index, run in enumerate(mine):
+            run_seed = derive_seed(seed, run)
+            seed_everything(run_seed % (1 << 63))
+            model = build_model(net.arch, num_classes=test.num_classes, in_channels=channels, image_size=height,
+                                mean=mean, std=std, **net.options)
+            fit_classifier(model, images, labels, schedule, seed=run_seed, device=device,
+                           augment=augment if dsa.enabled else None,
+                           on_epoch=lambda done, index=index, run=run: progress.epoch(index, run, spec.runs, done))
+            scores = evaluate_classifier(model, test, batch_size=batch_size, device=device)
+            accuracies[run] = scores["accuracy"]
+            progress.line(f"evaluation run {run + 1}/{spec.runs}: test accuracy {scores['accuracy']:.4f}")
     all_reduce_sum(accuracies, dist)
     values = accuracies.tolist()
     mean_acc = sum(values) / len(values)
@@ -93,11 +96,47 @@ def evaluate_condensed(images: torch.Tensor, labels: torch.Tensor, test: ImageDa
             "std": math.sqrt(sum((v - mean_acc) ** 2 for v in values) / len(values))}
 
 
+# Off a terminal, a line at least this often while the fresh networks train: the evaluation of a
+# paper-size set runs for minutes and must not look hung in a CI log.
+PROGRESS_LINE_SECONDS = 30.0
+
+
+class _EvaluationProgress:
+    """A bar over every epoch of every run on a terminal; elsewhere a stderr line every
+    ``PROGRESS_LINE_SECONDS`` and one per finished run. Silent without a reporter."""
+
+    def __init__(self, reporter: Reporter | None, *, runs: int, epochs: int):
+        self.epochs = epochs
+        self.bar = reporter.progress(runs * epochs, description="evaluate") if reporter is not None else None
+        self.last_line = time.perf_counter()
+
+    def __enter__(self) -> _EvaluationProgress:
+        if self.bar is not None:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def epoch(self, index: int, run: int, runs: int, done: int) -> None:
+        if self.bar is None:
+            return
+        if self.bar.wants_update():
+            self.bar.update(index * self.epochs + done)
+        if not self.bar.reporter.interactive and time.perf_counter() - self.last_line >= PROGRESS_LINE_SECONDS:
+            self.line(f"evaluation run {run + 1}/{runs}: epoch {done}/{self.epochs}")
+
+    def line(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.line(text)
+            self.last_line = time.perf_counter()
+
+
 def real_split(cset: CondensedSet, request: EvalRequest) -> tuple[DataSpec, ImageDataset]:
     """The real split to score on: the artifact's own data spec (hold-outs included) unless --data says otherwise."""
     spec = DataSpec(name=request.data) if request.data else cset.data_spec()
-    if request.data_dir:
-        spec = dataclasses.replace(spec, data_dir=request.data_dir)
+    spec = request.located(spec)
     dataset = load_split(spec, request.split)
     if dataset.num_classes != len(cset.class_names):
         raise UsageError(f"{spec.name} has {dataset.num_classes} classes, {cset.source} was condensed to "

@@ -30,7 +30,7 @@ from mltk.engines.detox.adlm import AdlmHead, check_head_fits
 from mltk.engines.detox.adlm_recipe import ADLM_KIND, HEAD_FILE
 from mltk.engines.detox.dexperts_recipe import ANTIEXPERT_FILE, DEXPERTS_KIND, EXPERT_FILE
 from mltk.engines.detox.generation import AdlmDecoder, ContrastDecoder, Decoder, LMDecoder
-from mltk.nn.artifacts import load_weights_exactly
+from mltk.nn.artifacts import build_for_weights, load_weights_exactly
 from mltk.nn.language_models.causal_lm import (
     HUB_PREFIX,
     LoadedLM,
@@ -125,9 +125,16 @@ def _adlm(ref: str, card: dict, read, loaded: LoadedLM, device) -> DetoxMethod:
     spec = (card.get("arch") or {}).get("adlm_head")
     if not spec:
         raise ArtifactError(f"{ref}: the adlm card has no arch.adlm_head", hint="the card was edited or is damaged")
-    head = AdlmHead.from_spec(spec)
-    tensors, _ = load_safetensors(read(HEAD_FILE))
-    load_weights_exactly(head, tensors, ref, fits="the ADLM head", hint=FOREIGN_WEIGHTS_HINT)
+
+    def build() -> AdlmHead:
+        try:
+            return AdlmHead.from_spec(spec)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise ArtifactError(f"{ref}: the card's arch.adlm_head cannot be built ({repr(exc)[:200]})",
+                                hint="the card was edited or is damaged") from None
+
+    # Built on the meta device and compared with the file's header first: a card's sizes are not trusted.
+    head = build_for_weights(build, read(HEAD_FILE), ref, fits="the ADLM head", hint=FOREIGN_WEIGHTS_HINT)
     check_head_fits(head, loaded.model, ref)
     head.to(device).eval()
     decoding = {"alpha": 2.0, "combine": "base", "filter_p": 1.0, **(card.get("decoding") or {})}

@@ -12,6 +12,8 @@ from typing import Literal
 
 from mltk.core.sections import LoopSettings, OptimizerSettings, check_values
 from mltk.data.splits import DataSpec
+from mltk.nn.classifiers.architectures import arch_option_problems
+from mltk.nn.encoders.mae import DECODER_MAXIMA
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,7 +23,9 @@ class DecoderSpec:
     heads: int = 0  # 0 = tiny 4, small 8, base 16
 
     def value_problems(self) -> list[str]:
-        return check_values(self, {"width": "non-negative", "depth": "non-negative", "heads": "non-negative"})
+        problems = check_values(self, {"width": "non-negative", "depth": "non-negative", "heads": "non-negative"})
+        return problems + [f"{key}: must be at most {ceiling}, got {getattr(self, key)}"
+                           for key, ceiling in DECODER_MAXIMA.items() if getattr(self, key) > ceiling]
 
 
 def mask_ratio_problems(mask_ratio: float) -> list[str]:
@@ -40,7 +44,7 @@ class ModelSpec:
     std: list[float] | None = None
 
     def value_problems(self) -> list[str]:
-        return mask_ratio_problems(self.mask_ratio)
+        return mask_ratio_problems(self.mask_ratio) + arch_option_problems(self.arch, self.options)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,13 +22,14 @@ import torch
 from mltk.core.artifact import OpenedArtifact, build_card, open_artifact, provenance
 from mltk.core.errors import ArtifactError, ConfigError, UsageError
 from mltk.core.registry import Registry
-from mltk.core.tensor_files import load_safetensors, safetensors_bytes
-from mltk.nn.artifacts import load_classifier, load_weights_exactly
+from mltk.core.tensor_files import safetensors_bytes
+from mltk.nn.artifacts import build_for_weights, load_classifier, load_weights_exactly
 from mltk.nn.encoders.mae import MaskedAutoencoder, build_mae
 
 KIND = "encoder"
 WEIGHTS_FILE = "model.safetensors"
 STUDENT_FILE = "student.safetensors"
+STRICT_HINT = "the card and the weights disagree; re-export or retrain the artifact"
 
 
 def encoder_artifact(networks: dict[str, tuple[str, MaskedAutoencoder]], *, engine: str, recipe: str,
@@ -107,15 +108,18 @@ def load_encoder(ref: str, *, weights: str = "default", registry: Registry | Non
 def _mae_of(opened: OpenedArtifact, weights: str) -> LoadedEncoder:
     card, source = opened.card, opened.source
     filename, role = _weights_file(card, weights, source)
-    try:
-        model = build_mae(card["arch"])
-    except (ConfigError, KeyError, TypeError) as exc:
-        detail = exc.message if isinstance(exc, ConfigError) else repr(exc)
-        raise ArtifactError(f"{source}: the card's MAE spec cannot be built: {detail}",
-                            hint="upgrade mltk, or check that the card was not edited") from None
-    tensors, _ = load_safetensors(opened.file(filename))
-    load_strict(model, tensors, f"{source} ({filename})")
-    model.eval()
+
+    def build() -> MaskedAutoencoder:
+        try:
+            return build_mae(card["arch"])
+        except (ConfigError, KeyError, TypeError, ValueError) as exc:
+            detail = exc.message if isinstance(exc, ConfigError) else repr(exc)[:200]
+            raise ArtifactError(f"{source}: the card's MAE spec cannot be built: {detail}",
+                                hint="upgrade mltk, or check that the card was not edited") from None
+
+    # Built on the meta device and compared with the file's header first: a card's sizes are not trusted.
+    model = build_for_weights(build, opened.file(filename), f"{source} ({filename})", fits="the architecture",
+                              hint=STRICT_HINT)
     args = card["arch"]["encoder"]["args"]
     return LoadedEncoder(features=model.features, module=model, source=source, card=card, weights=role,
                          in_channels=args["in_channels"], image_size=args["image_size"], mae=model)
@@ -134,5 +138,4 @@ def _weights_file(card: dict, weights: str, source: str) -> tuple[str, str]:
 
 def load_strict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
     """Load ``tensors`` into ``model``: every key present, none extra, every shape equal; else ArtifactError."""
-    load_weights_exactly(model, tensors, where,
-                         hint="the card and the weights disagree; re-export or retrain the artifact")
+    load_weights_exactly(model, tensors, where, hint=STRICT_HINT)

@@ -61,8 +61,7 @@ def labelled_splits(encoder: LoadedEncoder, request: EvalRequest,
             raise UsageError(f"{encoder.source}: records no dataset", hint="pass --data NAME")
         known = {f.name for f in dataclasses.fields(DataSpec)}
         spec = DataSpec(**{k: v for k, v in stored.items() if k in known})
-    if request.data_dir:
-        spec = dataclasses.replace(spec, data_dir=request.data_dir)
+    spec = request.located(spec)
     if request.split not in ("test", "val"):
         raise UsageError(f"--split {request.split}: these protocols train on the train split and score "
                          "the test or val split", hint="use --split test (or val, given data.val_holdout)")

@@ -25,6 +25,7 @@ shadow weights, which are not stored at all.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,10 +34,22 @@ from safetensors.torch import load as load_safetensors_bytes
 
 from mltk.core.artifact import build_card, provenance
 from mltk.core.errors import ArtifactError
-from mltk.core.tensor_files import load_safetensors, safetensors_bytes
+from mltk.core.tensor_files import (
+    TensorLayout,
+    load_safetensors,
+    read_tensor_layouts,
+    safetensors_bytes,
+    tensor_layout,
+)
 from mltk.engines.quantize.network import PACKED_SUFFIX, load_deployed_tensors, to_deployed_form
+from mltk.engines.quantize.packing import packed_size
 from mltk.nn import ImageClassifier
-from mltk.nn.artifacts import WEIGHTS_FILE, network_from_card, register_classifier_kind
+from mltk.nn.artifacts import (
+    WEIGHTS_FILE,
+    network_from_card,
+    refuse_misfit,
+    register_classifier_kind,
+)
 
 KIND_BINARY = "binarized-classifier"
 KIND_QUANTIZED = "quantized-classifier"
@@ -101,10 +114,31 @@ def build_deployed(card: dict, where: str) -> ImageClassifier:
     return model
 
 
+def stored_layouts(skeleton: ImageClassifier, plan: dict) -> dict[str, TensorLayout]:
+    """The layout of every tensor an artifact of the deployed network ``skeleton`` stores: its state plus
+    each quantized layer's packed codes."""
+    layouts = {key: tensor_layout(value) for key, value in skeleton.state_dict().items()}
+    for spec in plan["layers"]:
+        numel = math.prod(spec["weight_shape"])
+        size = numel if spec["bits"] == 8 else packed_size(numel, spec["bits"])
+        layouts[spec["name"] + PACKED_SUFFIX] = TensorLayout((size,), "int")
+    return layouts
+
+
 def load_quantized(card: dict, read: Callable[[str], Path], where: str) -> ImageClassifier:
-    """The deployed network of a quantized artifact (registered as its kinds' classifier loader)."""
+    """The deployed network of a quantized artifact (registered as its kinds' classifier loader).
+
+    The network is built on the ``meta`` device first and compared with the weights file's header, so a
+    card asking for a network far larger than its weights is refused before any memory is given to it.
+    """
+    weights = read(WEIGHTS_FILE)
+    with torch.device("meta"):
+        skeleton = build_deployed(card, where)
+    refuse_misfit(stored_layouts(skeleton, card["quantization"]["plan"]), read_tensor_layouts(weights), where,
+                  fits="the quantization plan in the card",
+                  hint="the card and weights come from different runs; quantize the model again")
     model = build_deployed(card, where)
-    tensors, _ = load_safetensors(read(WEIGHTS_FILE))
+    tensors, _ = load_safetensors(weights)
     load_deployed_tensors(model, card["quantization"]["plan"], tensors, where)
     return model.eval()
 

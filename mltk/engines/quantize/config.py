@@ -44,6 +44,9 @@ class QuantSpec:
     bits: int = 1  # weight bits: 1 (binary), 2, 4, 8
     act_bits: int = 0  # input bits of quantized layers: 0 = 1 at --bits 1, else 32 (float)
     skip: list[str] = dataclasses.field(default_factory=list)  # fnmatch patterns of layers to keep in float
+    # with binary activations, the layers of blocks whose narrowest tensor has fewer channels stay float (the
+    # sign of a narrow bottleneck keeps too little of it); 0 = binarize every layer but stem and classifier
+    min_binary_channels: int = 32
     # real-valued shortcut around every binary-input layer: BN(conv(sign(x))) + shortcut(x), parameter-free
     # (identity, channel repeat / group mean, average pooling); our adaptation of Bi-Real Net / ReActNet
     float_shortcuts: bool = True
@@ -109,6 +112,7 @@ class QuantizeConfig:
     name: str = ""  # artifact name; empty = <parent>-w<bits>a<act bits>-<method>
     seed: int = 0
     device: str = "auto"
+    budget_for: str = ""  # the dataset a preset's budget is sized for (set by the preset); other data is flagged
     model: SourceSpec = dataclasses.field(default_factory=SourceSpec)
     data: QuantDataSpec = dataclasses.field(default_factory=QuantDataSpec)
     quant: QuantSpec = dataclasses.field(default_factory=QuantSpec)
@@ -166,6 +170,9 @@ def config_problems(cfg: QuantizeConfig) -> list[str]:
         problems.append("quant.act_bits: binary activations go with --bits 1; choose 2, 4, 8 or 32")
     if q.bits == 1 and cfg.act_bits() not in (1, 32):
         problems.append("quant.act_bits: with --bits 1 activations are binary (1) or float (32)")
+    if q.min_binary_channels < 0:
+        problems.append(f"quant.min_binary_channels: must be >= 0 (0 = binarize every layer), "
+                        f"got {q.min_binary_channels}")
     b = cfg.bitat
     if b.refine_iters < 0:
         problems.append(f"bitat.refine_iters: must be >= 0, got {b.refine_iters}")

@@ -16,8 +16,14 @@ everything needed to rebuild the deployed network from the architecture spec:
 * ``full_precision``: the layers kept in float, with the reason. The first
   layer called (the stem) and the last (the classifier) always are, as is
   standard in binarization work; so are squeeze-excitation gates (their
-  input is a pooled vector that gates the features multiplicatively) and
-  layers matched by ``quant.skip``.
+  input is a pooled vector that gates the features multiplicatively),
+  layers matched by ``quant.skip`` and, with binary activations, the
+  layers of every residual block whose narrowest tensor has fewer channels than
+  ``quant.min_binary_channels`` (see :func:`narrowest_channels`): the sign
+  of a narrow bottleneck keeps too little of it (MobileNetV2's early
+  8-16-channel bottlenecks cost 51 points on digits when binarized, the 34
+  wider layers above them 14). Each entry records the reason and its
+  parameter count, the size it costs.
 
 ``to_training_form`` turns a float ImageClassifier into the QAT network in
 place; ``to_deployed_form`` turns a freshly built one into the inference
@@ -73,13 +79,15 @@ class TrainingOptions:
 
 def plan_quantization(model: nn.Module, *, image_shape: tuple[int, int, int], bits: int, act_bits: int,
                       act_kind: str, binary_activation: str, skip: tuple[str, ...] = (),
-                      float_shortcuts: bool = False, where: str = "model") -> dict:
+                      min_binary_channels: int = 0, float_shortcuts: bool = False, where: str = "model") -> dict:
     """The quantization plan of ``model`` (a float ImageClassifier) as a JSON-ready dict.
 
     act_kind: the input quantizer of quantized layers (sign, rsign, uniform,
     none); binary_activation: what replaces a ReLU feeding a binary-input
-    layer (identity, rprelu); float_shortcuts: give every binary-input layer
-    a real-valued shortcut (BN(conv(sign(x))) + shortcut(x)).
+    layer (identity, rprelu); min_binary_channels: with binary inputs
+    (act_bits 1), layers whose input has fewer channels stay float;
+    float_shortcuts: give every binary-input layer a real-valued shortcut
+    (BN(conv(sign(x))) + shortcut(x)).
     """
     order, calls, shapes = _forward_order(model, image_shape)
     if not order:
@@ -92,6 +100,7 @@ def plan_quantization(model: nn.Module, *, image_shape: tuple[int, int, int], bi
     modules = dict(model.named_modules())
     shortcuts = float_shortcuts and act_bits == 1 and act_kind in ("sign", "rsign")  # binary-input layers only
     residual_ends = _residual_block_ends(model, order) if shortcuts else set()
+    narrowest = narrowest_channels(model, order)
     layers, kept = [], []
     for index, name in enumerate(order):
         reason = None
@@ -105,8 +114,12 @@ def plan_quantization(model: nn.Module, *, image_shape: tuple[int, int, int], bi
             reason = "called more than once per forward pass"
         elif any(fnmatch.fnmatchcase(name, pattern) for pattern in skip):
             reason = "matched quant.skip"
+        elif act_bits == 1 and narrowest.get(name, min_binary_channels) < min_binary_channels:
+            reason = (f"in a block narrowing to {narrowest[name]} channels, fewer than "
+                      f"quant.min_binary_channels={min_binary_channels}")
         if reason:
-            kept.append({"name": name, "reason": reason})
+            kept.append({"name": name, "reason": reason,
+                         "parameters": sum(p.numel() for p in modules[name].parameters())})
             continue
         layer = modules[name]
         layers.append({"name": name, "type": "linear" if isinstance(layer, nn.Linear) else "conv2d",
@@ -152,6 +165,29 @@ def _forward_order(model: nn.Module, image_shape: tuple[int, int, int]
             handle.remove()
         model.train(was_training)
     return order, calls, shapes
+
+
+def narrowest_channels(model: nn.Module, order: list[str]) -> dict[str, int]:
+    """For each layer of ``order`` inside a block, the fewest channels of any tensor the block reads or writes.
+
+    A block is a residual unit (a module with MobileNet's ``use_res_connect``,
+    or a ResNet ``BasicBlock``/``Bottleneck``): its layers share the fate of
+    its narrowest tensor, since a sign there loses what the wide layers
+    around it would need (in MobileNetV2's bottlenecks binarizing the wide
+    depthwise and projecting convs costs as much as the narrow expanding
+    ones). Layers outside any block are left out: a plain stack of convs
+    binarizes well (ConvNet-3 on digits loses 3-7 points at W1/A1).
+    """
+    modules = dict(model.named_modules())
+    blocks = [name for name, module in modules.items()
+              if hasattr(module, "use_res_connect") or type(module).__name__ in ("BasicBlock", "Bottleneck")]
+    narrowest = {}
+    for name in order:
+        block = max((b for b in blocks if name.startswith(b + ".")), key=len, default=None)
+        if block is not None:
+            members = [n for n in order if n.startswith(block + ".")]
+            narrowest[name] = min(min(in_features(modules[n]), out_features(modules[n])) for n in members)
+    return narrowest
 
 
 def shortcut_of(spec: dict, layer: nn.Module) -> FloatShortcut:

@@ -46,13 +46,15 @@ def is_foreign_file(ref: str) -> bool:
     return path.suffix == ".safetensors" and path.is_file() and "arch" not in read_safetensors_metadata(path)
 
 
-def load_source(spec: SourceSpec, *, image_shape: tuple[int, int, int] | None = None) -> SourceModel:
-    """The float model ``spec.ref`` names. ``image_shape`` (C, H, W) is needed only for foreign files."""
+def load_source(spec: SourceSpec, *, image_shape: tuple[int, int, int] | None = None,
+                tensors: dict | None = None) -> SourceModel:
+    """The float model ``spec.ref`` names. ``image_shape`` (C, H, W) is needed only for foreign files, whose
+    ``tensors`` may have been read already (:func:`read_foreign_weights`)."""
     if is_foreign_file(spec.ref):
         if image_shape is None:
             raise UsageError(f"{spec.ref}: a bare state_dict records no dataset",
                              hint="pass --data NAME (the data it was trained on) so the input size is known")
-        return _load_foreign(spec, image_shape)
+        return _load_foreign(spec, image_shape, tensors if tensors is not None else read_foreign_weights(spec))
     if spec.arch != "auto":
         raise UsageError(f"--arch {spec.arch}: {spec.ref} is an mltk artifact whose card names its architecture",
                          hint="leave --arch out (it is for bare .pt/.safetensors state_dicts)")
@@ -75,21 +77,26 @@ def _fp_bytes(ref: str, loaded) -> int:
     return weights.stat().st_size
 
 
-def _load_foreign(spec: SourceSpec, image_shape: tuple[int, int, int]) -> SourceModel:
+def read_foreign_weights(spec: SourceSpec) -> dict:
+    """The tensors of a foreign file, or an ArtifactError: read before any data, so that a refused file
+    (a whole pickled model) says so at once rather than after a dataset has loaded."""
     path = Path(spec.ref).expanduser()
     if path.suffix == ".safetensors":
-        tensors, _ = load_safetensors(path)
-    else:
-        try:
-            tensors = load_foreign_state_dict(path)
-        except ArtifactError as exc:
-            if "pickled Python objects" not in exc.message:
-                raise
-            raise ArtifactError(
-                f"{path}: refused: it holds pickled Python objects (a whole model saved with torch.save(model)?), "
-                "not a plain state_dict",
-                hint="save the weights instead: torch.save(model.state_dict(), 'model.pt'), then quantize that "
-                     "file") from None
+        return load_safetensors(path)[0]
+    try:
+        return load_foreign_state_dict(path)
+    except ArtifactError as exc:
+        if "pickled Python objects" not in exc.message:
+            raise
+        raise ArtifactError(
+            f"{path}: refused: it holds pickled Python objects (a whole model saved with torch.save(model)?), "
+            "not a plain state_dict",
+            hint="save the weights instead: torch.save(model.state_dict(), 'model.pt'), then quantize that "
+                 "file") from None
+
+
+def _load_foreign(spec: SourceSpec, image_shape: tuple[int, int, int], tensors: dict) -> SourceModel:
+    path = Path(spec.ref).expanduser()
     channels, size, _ = image_shape
     found = infer_architecture(tensors, image_size=size, arch=spec.arch, options=spec.options, where=str(path))
     if found.in_channels != channels:

@@ -7,6 +7,7 @@ from typing import Literal
 
 from mltk.core.sections import LoopSettings, OptimizerSettings, check_values
 from mltk.data.splits import DataSpec
+from mltk.nn.classifiers.architectures import arch_option_problems
 
 
 @dataclasses.dataclass(frozen=True)
@@ -15,6 +16,9 @@ class ModelSpec:
     options: dict = dataclasses.field(default_factory=dict)  # architecture options: width, depth, norm, ...
     mean: list[float] | None = None  # per-channel input normalisation; None = measured on the train split
     std: list[float] | None = None
+
+    def value_problems(self) -> list[str]:
+        return arch_option_problems(self.arch, self.options)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,8 +32,7 @@ def data_spec_for(task: dict, request: EvalRequest, where: str) -> DataSpec:
             raise UsageError(f"{where}: records no dataset", hint="pass --data NAME")
         known = {f.name for f in dataclasses.fields(DataSpec)}
         spec = DataSpec(**{k: v for k, v in stored.items() if k in known})
-    if request.data_dir:
-        spec = dataclasses.replace(spec, data_dir=request.data_dir)
+    spec = request.located(spec)
     return spec
 
 

@@ -9,6 +9,13 @@ Everything a user can get wrong (an unknown arch, a mistyped option, a bad
 value, a spec with a key missing) is checked here before the builder runs and
 reported all at once as a ``ConfigError`` with the nearest valid name, because
 these names come from command lines, YAML presets and artifact cards.
+
+Sizes come from the same places, so they are bounded too: the shape
+arguments and each size option (``maxima`` at registration) have a ceiling,
+and every model is first assembled on the ``meta`` device, where tensors have
+shapes but no memory, and refused if it holds more than ``MAX_PARAMETERS``.
+A card asking for ``width=10**9`` is an error, not an attempt to allocate
+terabytes.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from mltk.core.errors import ConfigError, UsageError
@@ -32,6 +40,12 @@ RESERVED_NAMES = frozenset(SHAPE_ARGS) | {"arch", "mean", "std"}
 # Option defaults must be JSON scalars so that the spec survives a card.
 OPTION_TYPES = (bool, int, float, str)
 DEFAULT_CHANNEL_STAT = 0.5
+# Ceilings far above any model mltk trains, low enough that a hostile card or a
+# typo cannot ask for more memory than a workstation has: 10**9 float32
+# parameters are 4 GB. The image readers refuse images above 4096 pixels a side.
+MAX_SHAPE = {"num_classes": 100_000, "in_channels": 1024, "image_size": 4096}
+MAX_PARAMETERS = 1_000_000_000
+META = torch.device("meta")
 
 Builder = Callable[..., nn.Module]
 
@@ -59,6 +73,7 @@ class ArchEntry:
     builder: Builder
     defaults: dict[str, bool | int | float | str]
     choices: dict[str, tuple] = field(default_factory=dict)
+    maxima: dict[str, int | float] = field(default_factory=dict)  # the largest value of each size option
 
 
 _ARCHS: dict[str, ArchEntry] = {}
@@ -68,12 +83,18 @@ _ARCHS: dict[str, ArchEntry] = {}
 
 
 def register_arch(
-    name: str, *, description: str, choices: dict[str, Sequence] | None = None
+    name: str,
+    *,
+    description: str,
+    choices: dict[str, Sequence] | None = None,
+    maxima: dict[str, int | float] | None = None,
 ) -> Callable[[Builder], Builder]:
     """Decorator that makes ``builder`` buildable as ``name``.
 
     ``choices`` maps an option to its allowed values, e.g.
-    ``{"norm": ("batchnorm", "instancenorm")}``.
+    ``{"norm": ("batchnorm", "instancenorm")}``; ``maxima`` maps a size option
+    to its largest value, e.g. ``{"depth": 64}`` (checked before the builder
+    runs, so that even a skeleton of a million layers is never assembled).
     """
 
     def decorator(builder: Builder) -> Builder:
@@ -84,12 +105,17 @@ def register_arch(
                 raise TypeError(f"{name}: choices given for {option!r}, which is not an option")
             if defaults[option] not in values:
                 raise TypeError(f"{name}: default of {option!r} is not one of its choices")
+        for option, ceiling in (maxima or {}).items():
+            if option not in defaults or isinstance(defaults[option], (bool, str)):
+                raise TypeError(f"{name}: a maximum given for {option!r}, which is not a numeric option")
+            if defaults[option] > ceiling:
+                raise TypeError(f"{name}: default of {option!r} is above its maximum")
         previous = _ARCHS.get(name)
         if previous is not None and _qualified(previous.builder) != _qualified(builder):
             raise ValueError(
                 f"architecture {name!r} is already registered by {_qualified(previous.builder)}"
             )
-        _ARCHS[name] = ArchEntry(name, description, builder, defaults, allowed)
+        _ARCHS[name] = ArchEntry(name, description, builder, defaults, allowed, dict(maxima or {}))
         return builder
 
     return decorator
@@ -149,6 +175,21 @@ def _lookup(arch: str) -> ArchEntry:
     return entry
 
 
+def arch_option_problems(arch: object, options: object) -> list[str]:
+    """Config problems of the fields ``arch`` and ``options``, as far as they are known before the data is:
+    an unknown name or option, a wrong type, a value outside its choices or above its maximum.
+
+    A recipe's model section returns these from ``value_problems()``, so a typo
+    under ``model.options`` is listed with every other config problem.
+    """
+    entry = _ARCHS.get(arch) if isinstance(arch, str) else None
+    if entry is None:
+        return [f"arch: {UnknownArchError(str(arch)[:80], arch_names()).message}"]
+    if not isinstance(options, dict):
+        return [f"options: expected a mapping of option names to values, got {type(options).__name__}"]
+    return [f"options: {problem}" for problem in _option_problems(entry, options)]
+
+
 def option_problems_error(arch: str, problems: list[str]) -> ConfigError:
     """The error a builder raises for option values it refuses (ranges, combinations)."""
     return ConfigError(problems, source=f"architecture {arch!r}", hint=_options_hint(arch))
@@ -180,8 +221,13 @@ def build_model(
     return _build(arch, shape, mean, std, options)
 
 
-def build_from_spec(spec: dict) -> ImageClassifier:
-    """Rebuild the model whose ``.spec`` this is (weights not included)."""
+def build_from_spec(spec: dict, *, device: torch.device | str | None = None) -> ImageClassifier:
+    """Rebuild the model whose ``.spec`` this is (weights not included).
+
+    ``device="meta"`` gives its skeleton: every parameter and buffer with its
+    shape and dtype but no memory, to compare with stored weights before
+    anything is allocated.
+    """
     if not isinstance(spec, dict):
         found = type(spec).__name__
         raise ConfigError(
@@ -199,7 +245,7 @@ def build_from_spec(spec: dict) -> ImageClassifier:
         raise ConfigError(problems, source="model spec", hint="save the spec from model.spec")
     shape = {key: args[key] for key in SHAPE_ARGS}
     options = {key: value for key, value in args.items() if key not in SHAPE_ARGS}
-    return _build(spec["arch"], shape, spec["mean"], spec["std"], options)
+    return _build(spec["arch"], shape, spec["mean"], spec["std"], options, device=device)
 
 
 def _build(
@@ -208,6 +254,8 @@ def _build(
     mean: Sequence[float] | None,
     std: Sequence[float] | None,
     options: dict,
+    *,
+    device: torch.device | str | None = None,
 ) -> ImageClassifier:
     entry = _lookup(arch)
     problems = _shape_problems(shape)
@@ -219,10 +267,25 @@ def _build(
     if problems:
         raise ConfigError(problems, source=f"architecture {arch!r}", hint=_options_hint(arch))
     resolved = {**entry.defaults, **_canonical(entry, options)}
-    net = entry.builder(shape["num_classes"], shape["in_channels"], shape["image_size"], **resolved)
-    return ImageClassifier(
-        net, arch=arch, args={**shape, **resolved}, mean=mean_values, std=std_values
-    )
+
+    def assemble() -> ImageClassifier:
+        net = entry.builder(shape["num_classes"], shape["in_channels"], shape["image_size"], **resolved)
+        return ImageClassifier(
+            net, arch=arch, args={**shape, **resolved}, mean=mean_values, std=std_values
+        )
+
+    with torch.device(META):
+        skeleton = assemble()
+    parameters = sum(parameter.numel() for parameter in skeleton.parameters())
+    if parameters > MAX_PARAMETERS:
+        raise ConfigError(
+            [f"these sizes give {parameters:,} parameters, more than the {MAX_PARAMETERS:,} mltk builds"],
+            source=f"architecture {arch!r}",
+            hint="lower width, depth, num_classes or image_size",
+        )
+    if device is not None and torch.device(device) == META:
+        return skeleton
+    return assemble()
 
 
 def _is_positive_int(value: object) -> bool:
@@ -230,15 +293,23 @@ def _is_positive_int(value: object) -> bool:
 
 
 def _shape_problems(shape: dict[str, object]) -> list[str]:
-    return [
-        f"{key} must be a positive int, got {value!r}"
-        for key, value in shape.items()
-        if not _is_positive_int(value)
-    ]
+    problems = []
+    for key, value in shape.items():
+        if not _is_positive_int(value):
+            problems.append(f"{key} must be a positive int, got {_bounded(value)}")
+        elif value > MAX_SHAPE[key]:
+            problems.append(f"{key} must be at most {MAX_SHAPE[key]:,}, got {value:,}")
+    return problems
+
+
+def _bounded(value: object) -> str:
+    # A value from a card may be anything, a huge string or list included.
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _option_problems(entry: ArchEntry, options: dict) -> list[str]:
-    """Every unknown option, wrongly typed value and value outside its choices."""
+    """Every unknown option, wrongly typed value, value above its maximum and value outside its choices."""
     valid = list(entry.defaults)
     problems = []
     for option, value in options.items():
@@ -246,16 +317,18 @@ def _option_problems(entry: ArchEntry, options: dict) -> list[str]:
             nearest = difflib.get_close_matches(option, valid, n=1)
             guess = f" (did you mean {nearest[0]!r}?)" if nearest else ""
             known = f"valid options: {', '.join(valid)}" if valid else f"{entry.name} takes none"
-            problems.append(f"unknown option {option!r}{guess}; {known}")
+            problems.append(f"unknown option {_bounded(option)}{guess}; {known}")
         elif not _has_type_of(value, entry.defaults[option]):
             expected = type(entry.defaults[option]).__name__
-            problems.append(f"option {option!r} must be {expected}, got {value!r}")
+            problems.append(f"option {option!r} must be {expected}, got {_bounded(value)}")
+        elif option in entry.maxima and value > entry.maxima[option]:
+            problems.append(f"option {option!r} must be at most {entry.maxima[option]:,}, got {value:,}")
         elif option in entry.choices and value not in entry.choices[option]:
             allowed = entry.choices[option]
             nearest = difflib.get_close_matches(str(value), [str(v) for v in allowed], n=1)
             guess = f" (did you mean {nearest[0]!r}?)" if nearest else ""
             problems.append(
-                f"option {option!r} must be one of {list(allowed)}, got {value!r}{guess}"
+                f"option {option!r} must be one of {list(allowed)}, got {_bounded(value)}{guess}"
             )
     return problems
 

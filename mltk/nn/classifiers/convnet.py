@@ -101,6 +101,7 @@ class ConvNet(nn.Module):
     description="Dataset-condensation ConvNet: depth x [conv3x3-norm-ReLU-pool2x2] -> linear "
     "(depth 3 for 32 px, 4 for 64 px)",
     choices={"norm": NORMS, "pooling": POOLINGS},
+    maxima={"width": 4096, "depth": 64},
 )
 def convnet(
     num_classes: int,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -11,11 +13,14 @@ from mltk.core.distributed import DistInfo, all_reduce_sum
 
 @torch.no_grad()
 def evaluate_classifier(model: torch.nn.Module, dataset, *, batch_size: int, device: torch.device,
-                        dist: DistInfo | None = None, amp: torch.dtype | None = None) -> dict:
+                        dist: DistInfo | None = None, amp: torch.dtype | None = None,
+                        on_batch: Callable[[int], object] | None = None) -> dict:
     """{"accuracy", "loss", "count"} of ``model`` on ``dataset`` (uint8 images [N, C, H, W], labels [N]).
 
     Under data parallelism each rank scores a contiguous shard and the sums
     are added across ranks, so every rank returns the whole-set figures.
+    ``on_batch`` is called with the number of this rank's images scored so far
+    (a progress bar).
     """
     dist = dist or DistInfo()
     was_training = model.training
@@ -33,6 +38,8 @@ def evaluate_classifier(model: torch.nn.Module, dataset, *, batch_size: int, dev
         sums[0] += (logits.argmax(1) == labels).sum()
         sums[1] += F.cross_entropy(logits.float(), labels, reduction="sum")
         sums[2] += end - begin
+        if on_batch is not None:
+            on_batch(end - start)
     all_reduce_sum(sums, dist)
     model.train(was_training)
     correct, loss, count = sums.tolist()

@@ -39,12 +39,14 @@ class FitSchedule:
 
 
 def fit_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, schedule: FitSchedule, *,
-                   seed: int, device: torch.device, augment: Augment | None = None) -> dict:
+                   seed: int, device: torch.device, augment: Augment | None = None,
+                   on_epoch: Callable[[int], None] | None = None) -> dict:
     """Train ``model`` in place on (images, labels); {"loss", "accuracy"} of the last epoch.
 
     images: [N, C, H, W], uint8 (scaled to [0, 1] per batch) or float (used as
     given, in the model's input space); labels: int64 [N]. The model is the
-    caller's, initialised however the caller seeded it.
+    caller's, initialised however the caller seeded it. ``on_epoch(done)`` is
+    called after each epoch with the number of epochs done (for progress).
     """
     if len(images) != len(labels) or len(images) == 0:
         raise ValueError(f"fit_classifier: {len(images)} images and {len(labels)} labels; need the same, > 0")
@@ -76,6 +78,8 @@ def fit_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                 totals += torch.stack([loss.detach().double() * len(index),
                                        (logits.argmax(1) == labels[index]).sum().double(),
                                        torch.tensor(float(len(index)), dtype=torch.float64, device=device)])
+        if on_epoch is not None:
+            on_epoch(epoch + 1)
     model.eval()
     loss_sum, correct, seen = totals.tolist()
     return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}

@@ -91,9 +91,12 @@ def infer_architecture(tensors: dict[str, torch.Tensor], *, image_size: int, arc
     listed = ", ".join(f"{name} ({shared} of the file's {len(keys)} keys)"
                        for name, (_, shared) in nearest) or "none"
     first = sorted(keys)[0] if keys else "no tensors"
-    raise UsageError(f"{where}: unknown architecture keys (first: {first!r}); nearest known: {listed}",
-                     hint="give the architecture with --arch NAME and its options, or save the weights of a "
-                          "model mltk knows (see `mltk recipes`)")
+    what = f"not those of {arch}" if arch != "auto" else "those of no architecture mltk builds"
+    # Naming --arch here would send the user round in a circle: no architecture has exactly these keys.
+    raise UsageError(f"{where}: its keys are {what} (first key: {first!r}); nearest: {listed}",
+                     hint="only part of the keys match, so no --arch value will load it; save the weights of a "
+                          "model mltk builds (`mltk recipes` lists them; torchvision's MobileNetV2/V3 "
+                          "state_dicts load as they are)")
 
 
 def _try_build(name: str, options: dict, image_size: int) -> nn.Module | None:

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 STEM_STRIDES = (1, 2)
 STEM_HELP = "stem_stride=1 for 32 px inputs"
+# width_mult 8 is already a 137M-parameter MobileNetV2; beyond it is a typo, not a model.
+MOBILENET_MAXIMA = {"width_mult": 8.0}
 
 
 def adapt_stem(stem_conv: nn.Conv2d, *, in_channels: int, stride: int) -> nn.Conv2d:
@@ -69,6 +71,7 @@ def _with_stem(net: nn.Module, *, in_channels: int, stem_stride: int) -> nn.Modu
 @register_arch(
     "mobilenet_v2",
     description=f"torchvision MobileNetV2, 3.5M params at 1000 classes; {STEM_HELP}",
+    maxima=MOBILENET_MAXIMA,
 )
 def mobilenet_v2(
     num_classes: int,
@@ -78,17 +81,25 @@ def mobilenet_v2(
     width_mult: float = 1.0,
     stem_stride: int = 2,
     dropout: float = 0.2,
+    tf_padding: bool = False,
 ) -> EmbeddingMobileNetV2:
+    """``tf_padding``: strided convolutions pad like TF's SAME (weights imported from TFLite)."""
     _check_options("mobilenet_v2", width_mult=width_mult, stem_stride=stem_stride, dropout=dropout)
     from mltk.nn.classifiers.mobilenet_networks import EmbeddingMobileNetV2
 
     net = EmbeddingMobileNetV2(num_classes=num_classes, width_mult=width_mult, dropout=dropout)
-    return _with_stem(net, in_channels=in_channels, stem_stride=stem_stride)
+    net = _with_stem(net, in_channels=in_channels, stem_stride=stem_stride)
+    if tf_padding:
+        from mltk.nn.classifiers.tf_padding import use_tf_same_padding
+
+        use_tf_same_padding(net)
+    return net
 
 
 @register_arch(
     "mobilenet_v3_small",
     description=f"torchvision MobileNetV3-Small, 2.5M params at 1000 classes; {STEM_HELP}",
+    maxima=MOBILENET_MAXIMA,
 )
 def mobilenet_v3_small(
     num_classes: int,
@@ -116,6 +127,7 @@ def mobilenet_v3_small(
 @register_arch(
     "mobilenet_v3_large",
     description=f"torchvision MobileNetV3-Large, 5.5M params at 1000 classes; {STEM_HELP}",
+    maxima=MOBILENET_MAXIMA,
 )
 def mobilenet_v3_large(
     num_classes: int,

@@ -34,6 +34,7 @@ from mltk.nn.encoders.vit import (
 
 # (width, depth, heads) of the decoder each encoder size is paired with in RC-MAE / MAE.
 DECODER_SIZES = {"tiny": (128, 2, 4), "small": (256, 4, 8), "base": (512, 8, 16)}
+DECODER_MAXIMA = {"width": 4096, "depth": 64, "heads": 64}  # as the ViT encoder's own
 NORM_PIX_EPS = 1e-6
 MAE_SPEC_KEYS = ("encoder", "decoder", "mask_ratio", "norm_pix_loss", "mean", "std")
 
@@ -236,7 +237,10 @@ def build_mae(spec: dict) -> MaskedAutoencoder:
     unknown = sorted(set(decoder) - set(widths))
     dims = {key: int(decoder.get(key) or default) for key, default in widths.items()}
     problems = [f"decoder: unknown key {key!r} (valid: width, depth, heads)" for key in unknown]
-    if dims["width"] % dims["heads"] or dims["width"] % 4:
+    # The decoder's sizes come from a card too: bounded like the encoder's, before anything is built.
+    problems += [f"decoder {key} must lie in [1, {DECODER_MAXIMA[key]}], got {value}"
+                 for key, value in dims.items() if not 0 < value <= DECODER_MAXIMA[key]]
+    if not problems and (dims["width"] % dims["heads"] or dims["width"] % 4):
         problems.append(f"decoder width {dims['width']} must be divisible by its heads {dims['heads']} and by 4")
     ratio_problem = mask_ratio_problem(float(spec["mask_ratio"]), encoder.num_patches)
     if ratio_problem:

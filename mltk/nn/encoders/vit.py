@@ -230,6 +230,7 @@ def vit_option_problems(image_size: int, *, size: str, patch_size: int, width: i
     description="Vision Transformer with [CLS] token (tiny 192x12, small 384x12, base 768x12; "
     "any patch size; width/depth/heads override the size when non-zero)",
     choices={"size": tuple(VIT_SIZES), "pool": POOLS},
+    maxima={"patch_size": 4096, "width": 4096, "depth": 64, "heads": 64, "mlp_ratio": 16.0},
 )
 def vit(
     num_classes: int,

@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import pickle
 import tempfile
 from pathlib import Path
 
@@ -31,7 +32,7 @@ import torch
 from mltk.core.artifact import build_card, open_artifact, provenance
 from mltk.core.errors import ArtifactError
 from mltk.core.registry import Registry
-from mltk.core.tensor_files import load_safetensors, safetensors_bytes
+from mltk.core.tensor_files import load_safetensors, safetensors_bytes, unsafe_pickle_error
 
 KIND = "causal-lm"
 WEIGHTS_FILE = "model.safetensors"
@@ -111,7 +112,11 @@ def _from_pretrained(name: str, *, where: str, local_only: bool):
     try:
         with _no_stdout_chatter():
             model = AutoModelForCausalLM.from_pretrained(name, local_files_only=local_only, trust_remote_code=False)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except pickle.UnpicklingError as exc:
+        # A pytorch_model.bin whose pickle would run code: transformers reads it with
+        # weights_only=True, which refuses it, but torch's message invites turning that off.
+        raise unsafe_pickle_error(f"{where}: its weights", exc) from None
+    except (OSError, ValueError, KeyError, RuntimeError, EOFError) as exc:
         raise ArtifactError(f"{where}: cannot load the causal LM ({_first_line(exc)})",
                             hint="check config.json and the weights file" if local_only
                             else "hub models need a network or the hub cache; use a local folder") from None

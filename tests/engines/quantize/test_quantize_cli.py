@@ -10,7 +10,8 @@ import torch
 from mltk.core.registry import Registry
 from mltk.core.tensor_files import load_safetensors
 
-QUICK = ["train.epochs=2", "calibration.images=128"]
+# float32 vectors (the digits preset stores float16 ones): the deployed network then scores as the trained one
+QUICK = ["train.epochs=2", "calibration.images=128", "quant.vector_dtype=float32"]
 
 
 @pytest.mark.filterwarnings("ignore:.*torch.jit.*:FutureWarning")
@@ -70,8 +71,9 @@ def test_eight_bit_post_training_loses_under_half_a_point_on_digits(cli, fp_digi
 
 @pytest.mark.parametrize("method", ["xnor", "reactnet"])
 def test_baselines_run_with_the_same_budget(cli, fp_digits, method):
+    # float32 vectors (the digits preset stores float16 ones): deployed and trained network then score alike
     result = cli("quantize", str(fp_digits), "--method", method, "train.epochs=1", "calibration.images=128",
-                 "--format", "json")
+                 "quant.vector_dtype=float32", "--format", "json")
     assert result.code == 0, result.stderr
     out = result.json()
     assert out["artifact"] == f"fp-convnet-w1a1-{method}:1"
@@ -106,8 +108,29 @@ def test_unknown_architecture_keys_list_the_nearest_known(cli, mltk_env):
     torch.save({"features.0.0.weight": torch.zeros(16, 1, 3, 3), "head.weight": torch.zeros(10, 16)}, path)
     result = cli("quantize", str(path), "--data", "digits")
     assert result.code == 2
-    assert "unknown architecture keys" in result.stderr and "nearest known: " in result.stderr
+    assert "those of no architecture mltk builds" in result.stderr and "nearest: " in result.stderr
     assert "mobilenet" in result.stderr
+
+
+def test_advice_for_a_foreign_resnet_works_when_followed(cli, mltk_env):
+    import torchvision
+
+    path = mltk_env / "resnet18.pt"  # torchvision's ImageNet ResNet-18: mltk's resnet18 is the CIFAR one
+    torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), path)
+    first = cli("quantize", str(path), "--data", "digits")
+    assert first.code == 2 and "nearest: resnet18" in first.stderr
+    assert "no --arch value will load it" in first.stderr  # not advice that repeats the same error
+    followed = cli("quantize", str(path), "--data", "digits", "--arch", "resnet18")
+    assert followed.code == 2 and "not those of resnet18" in followed.stderr
+
+
+def test_a_whole_pickled_model_is_refused_before_any_data_is_read(cli, mltk_env):
+    import torchvision
+
+    path = mltk_env / "whole.pt"
+    torch.save(torchvision.models.mobilenet_v2(num_classes=10), path)
+    result = cli("quantize", str(path), "--data", "cifar10")  # no CIFAR-10 here: refusing the file comes first
+    assert result.code == 3 and "pickled Python objects" in result.stderr and "cifar" not in result.stderr
 
 
 def test_a_model_without_quantizable_layers_is_refused(cli, mltk_env):
@@ -158,3 +181,30 @@ def test_quantize_runs_on_two_gloo_ranks(fp_digits, cli_process):
                          "--nproc-per-node", "2", "--format", "json", timeout=300)
     assert result.code == 0, result.stderr
     assert result.json()["world_size"] == 2 and result.json()["artifact"] == "ranks:1"
+
+
+def test_a_quantized_card_asking_for_a_huge_network_is_refused_from_the_header(cli, fp_digits, mltk_env,
+                                                                                memory_limited):
+    result = cli("quantize", str(fp_digits), "train.max_steps=1", "calibration.images=64", "--name", "small",
+                 "--format", "json")
+    assert result.code == 0, result.stderr
+    folder = mltk_env / "exported"
+    assert cli("export", "small", "-o", str(folder)).code == 0
+    card = json.loads((folder / "card.json").read_text())
+    card["arch"]["args"]["width"] = 4096  # 300M float parameters: within every bound, 1.2 GB if built
+    (folder / "card.json").write_text(json.dumps(card))
+    loaded = memory_limited(f"""
+        import sys
+        import mltk
+        from mltk.core.errors import ArtifactError
+        from mltk.nn.artifacts import load_classifier
+        mltk.load_engines()
+        try:
+            load_classifier({str(folder)!r})
+        except ArtifactError as exc:
+            print(exc.message)
+            sys.exit(exc.exit_code)
+        print("loaded")
+    """)
+    assert loaded.code == 3, loaded.stderr
+    assert "quantization plan in the card" in loaded.stdout

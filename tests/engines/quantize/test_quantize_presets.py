@@ -39,3 +39,18 @@ def test_float_adaptation_needs_shortcuts_to_adapt_to(overrides):
         resolve_config(overrides=adapt)
     with pytest.raises(ConfigError, match="train.adapt_epochs"):
         resolve_config(overrides=["model.ref=parent", "train.adapt_epochs=-1"])
+
+
+def test_without_a_preset_the_budget_is_the_one_sized_for_the_data():
+    from mltk.engines.quantize.api import preset_for_data
+
+    assert preset_for_data("cifar10") == "cifar10-cpu" and preset_for_data("digits") == "digits"
+    assert preset_for_data("mnist") == "digits" and preset_for_data(None) == "digits"  # none sized for it
+    cifar = resolve_config(overrides=["model.ref=mobilenet.pt", "data.name=cifar10"])
+    assert cifar.budget_for == "cifar10" and cifar.train.epochs == 5
+    assert resolve_config(preset="digits", overrides=["model.ref=m.pt", "data.name=cifar10"]).budget_for == "digits"
+
+
+def test_every_preset_says_what_data_its_budget_is_sized_for():
+    for preset in quantize_presets():
+        assert resolve_config(preset=preset, overrides=["model.ref=parent"]).budget_for
