@@ -101,6 +101,7 @@ def _from_pretrained(name: str, *, where: str, local_only: bool):
                                 hint="save the tokenizer beside the model (tokenizer.save_pretrained(folder)); "
                                      "for GPT-2 copy vocab.json and merges.txt into it")
     if local_only:
+        _refuse_a_config_larger_than_its_weights(Path(name), where)
         tokenizer = load_tokenizer(name, where=where)
     else:
         try:
@@ -121,6 +122,34 @@ def _from_pretrained(name: str, *, where: str, local_only: bool):
                             hint="check config.json and the weights file" if local_only
                             else "hub models need a network or the hub cache; use a local folder") from None
     return model, tokenizer
+
+
+WEIGHT_FILE_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
+
+
+def _refuse_a_config_larger_than_its_weights(folder: Path, where: str) -> None:
+    """ArtifactError when config.json asks for more parameters than the folder's weight files hold bytes.
+
+    The model is first built on the ``meta`` device (no memory), so an edited
+    ``n_embd=10**9`` is refused in seconds instead of allocating terabytes;
+    fewer than one stored byte per parameter cannot fill the model at any
+    precision transformers loads.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        with _no_stdout_chatter():
+            config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+            with torch.device("meta"):
+                skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{where}: config.json does not describe a causal LM ({_first_line(exc)})",
+                            hint="check config.json") from None
+    parameters = sum(p.numel() for p in skeleton.parameters())
+    stored = sum(f.stat().st_size for pattern in WEIGHT_FILE_PATTERNS for f in folder.glob(pattern) if f.is_file())
+    if parameters > stored:
+        raise ArtifactError(f"{where}: config.json asks for {parameters:,} parameters but the weight files hold "
+                            f"{stored:,} bytes", hint="config.json was edited or belongs to another model")
 
 
 def load_tokenizer(folder: str | Path, *, where: str | None = None):
