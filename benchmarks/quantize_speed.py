@@ -1,0 +1,346 @@
+"""Speed of W1/A1 MobileNetV2 on a CPU: a QAT step against a float training step, and deployed latency.
+
+Issue 13's "Speed" item, measured in one process with one thread
+(``torch.set_num_threads(1)``), MobileNetV2 (stride-1 stem) at width 0.5 and
+1.0 on digits-shaped (8x8x1) and CIFAR-shaped (32x32x3) random inputs:
+
+* ``step``: one optimizer step at batch 64 (forward, loss, backward, Adam).
+  The float step is the supervised one (cross-entropy). The QAT step is the
+  one ``mltk quantize`` takes (recipe.py): the training form of the default
+  plan (``quant.min_binary_channels`` 32, float shortcuts) with every layer
+  switched on (inputs and weights quantized, calibrated first, as at the end
+  of the schedule), and the distillation loss with the float teacher's
+  forward pass (``kd.weight`` 0.5 in every preset). Forms: XNOR-Net, and
+  BiTAT with the PCA transform (ReActNet activations, its default); BiTAT
+  is also timed without the teacher, to show what the distillation costs.
+* ``latency``: the eval, ``no_grad`` forward pass of the float network and
+  of the deployed form of each trained form (``to_deployed_form`` +
+  ``fill_deployed``, what ``mltk eval`` runs after unpacking), batch 1 and 64.
+
+Within each configuration the forms are timed in turn in every repeat (so a
+neighbour's load on a shared CPU falls on all of them alike); medians are
+reported. ``--label`` files the run under a name (e.g. before/after a change
+to the deployed layers) in benchmarks/results/quantize_speed.json; the .md is
+rewritten from every run filed there:
+
+    python benchmarks/quantize_speed.py --label after
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import mltk.engines  # noqa: F401  (registers the model kinds)
+from mltk.engines.quantize.calibrate import calibrate_layers
+from mltk.engines.quantize.config import QuantizeConfig, QuantSpec
+from mltk.engines.quantize.layers import DeployedInputQuantizer, DeployedLayer, FastInferenceRPReLU
+from mltk.engines.quantize.methods import method_settings
+from mltk.engines.quantize.network import (
+    TrainingOptions,
+    fill_deployed,
+    gated_activations_of,
+    plan_quantization,
+    quantized_layers,
+    to_deployed_form,
+    to_training_form,
+)
+from mltk.engines.quantize.quantizers import RPReLU, binary_sign, uniform_quantize
+from mltk.engines.quantize.recipe import distillation_loss
+from mltk.nn import build_from_spec, build_model
+
+RESULTS = Path(__file__).parent / "results"
+JSON_PATH = RESULTS / "quantize_speed.json"
+MD_PATH = RESULTS / "quantize_speed.md"
+INPUTS = {"digits": (1, 8), "cifar": (3, 32)}  # name -> (channels, size)
+METHODS = {"xnor": "xnor", "bitat, pca": "bitat"}  # label -> quant.method (bitat's default transform: pca)
+BATCH = 64
+CLASSES = 10
+
+
+def float_network(width: float, channels: int, size: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model("mobilenet_v2", num_classes=CLASSES, in_channels=channels, image_size=size,
+                       width_mult=width, stem_stride=1)
+
+
+def training_form(parent: torch.nn.Module, method: str, channels: int, size: int) -> tuple[torch.nn.Module, dict]:
+    """``parent``'s QAT form as ``mltk quantize`` builds it, every layer switched on (the schedule's end)."""
+    cfg = QuantizeConfig(quant=QuantSpec(method=method))
+    settings = method_settings(cfg)
+    student = copy.deepcopy(parent)
+    plan = plan_quantization(student, image_shape=(channels, size, size), bits=1, act_bits=cfg.act_bits(),
+                             act_kind=settings.act_kind, binary_activation=settings.binary_activation,
+                             min_binary_channels=cfg.quant.min_binary_channels,
+                             float_shortcuts=cfg.quant.float_shortcuts)
+    options = TrainingOptions(transform=settings.transform, parameterization=cfg.bitat.parameterization,
+                              refine_iters=cfg.bitat.refine_iters, learned_max_dim=cfg.bitat.learned_max_dim,
+                              ste=settings.ste, learn_step=settings.learn_step)
+    to_training_form(student, plan, options)
+    layers, gates = quantized_layers(student, plan), gated_activations_of(student, plan)
+    for layer in layers:  # inputs first, then the weights, calibrated on the quantized inputs (recipe.py)
+        layer.act_on.fill_(True)
+    for gate in gates.values():
+        gate.on.fill_(True)
+    calibration = torch.randint(0, 256, (256, channels, size, size), dtype=torch.uint8,
+                                generator=torch.Generator().manual_seed(1))
+    calibrate_layers(student, layers, calibration, batch_size=128, device=torch.device("cpu"))
+    for layer in layers:
+        layer.weight_on.fill_(True)
+    return student.train(), plan
+
+
+def deployed_form(parent: torch.nn.Module, student: torch.nn.Module, plan: dict) -> torch.nn.Module:
+    deployed = build_from_spec(parent.spec)
+    to_deployed_form(deployed, plan)
+    student.eval()
+    fill_deployed(deployed, student, plan)
+    student.train()
+    return deployed.eval()
+
+
+def step_function(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                  teacher: torch.nn.Module | None, kd_weight: float):
+    """One optimizer step of ``model``: forward, loss (distilled from ``teacher`` when given), backward, Adam."""
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(images)
+        if teacher is None:
+            loss = F.cross_entropy(logits, labels)
+        else:
+            with torch.no_grad():
+                teacher_logits = teacher(images)
+            loss = distillation_loss(logits, labels, teacher_logits, weight=kd_weight, temperature=1.0)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def median_seconds(functions: dict, repeats: int) -> dict[str, float]:
+    """Median seconds per call of each function, all of them called in turn in every repeat (one warm-up)."""
+    times = {name: [] for name in functions}
+    for function in functions.values():
+        function()
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    return {name: sorted(own)[len(own) // 2] for name, own in times.items()}
+
+
+def measure(width: float, data: str, step_repeats: int, latency_repeats: int) -> dict:
+    channels, size = INPUTS[data]
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(BATCH, channels, size, size, generator=generator)
+    labels = torch.randint(0, CLASSES, (BATCH,), generator=generator)
+    parent = float_network(width, channels, size)
+    teacher = copy.deepcopy(parent).eval()
+    kd_weight = QuantizeConfig().kd.weight
+    students = {label: training_form(parent, method, channels, size) for label, method in METHODS.items()}
+    plan = students["bitat, pca"][1]
+    binary = len(plan["layers"])
+    float_layers = len(plan["full_precision"])
+
+    float_model = copy.deepcopy(parent).train()
+    steps = {"float": step_function(float_model, images, labels, None, 0.0)}
+    for label, (student, _) in students.items():
+        steps[label] = step_function(student, images, labels, teacher, kd_weight)
+    steps["bitat, pca, no teacher"] = step_function(students["bitat, pca"][0], images, labels, None, 0.0)
+    step_s = median_seconds(steps, step_repeats)
+
+    deployed = {"float": copy.deepcopy(parent).eval()}
+    for label, (student, student_plan) in students.items():
+        deployed[label] = deployed_form(parent, student, student_plan)
+    latency = {}
+    with torch.no_grad():
+        for batch in (1, BATCH):
+            x = images[:batch]
+            calls = {label: (lambda model=model, x=x: model(x)) for label, model in deployed.items()}
+            latency[batch] = median_seconds(calls, latency_repeats if batch > 1 else 4 * latency_repeats)
+    return {"width": width, "data": data, "input": f"{size}x{size}x{channels}", "binary_layers": binary,
+            "float_layers": float_layers, "kd_weight": kd_weight,
+            "step_s": step_s, "step_ratio": {k: v / step_s["float"] for k, v in step_s.items() if k != "float"},
+            "latency_ms": {str(b): {k: 1000 * v for k, v in t.items()} for b, t in latency.items()},
+            "latency_ratio": {str(b): {k: v / t["float"] for k, v in t.items() if k != "float"}
+                              for b, t in latency.items()}}
+
+
+@contextlib.contextmanager
+def previous_forwards():
+    """The deployed layers' forwards as they were before the in-place/fused-sign/prelu change to layers.py
+    (kept here only to measure that change against, in one process, on the same networks)."""
+
+    def quantizer(self, x):
+        if self.kind == "uniform":
+            return uniform_quantize(x, self.step, bits=self.act_bits)[0]
+        return binary_sign(x, self.threshold.view(1, -1, *([1] * (x.dim() - 2))))
+
+    def layer(self, x):
+        q = self.input_quantizer(x) if self.input_quantizer is not None else x
+        y = self.op(q, self.codes)
+        shape = (1, -1) + (1,) * (y.dim() - 2)
+        y = y * self.out_scale.view(shape) + self.out_bias.view(shape)
+        if self.shortcut is not None:
+            y = y + self.shortcut(x, y.shape[-2:] if y.dim() == 4 else None)
+        return y
+
+    current = DeployedInputQuantizer.forward, DeployedLayer.forward, FastInferenceRPReLU.forward
+    DeployedInputQuantizer.forward, DeployedLayer.forward, FastInferenceRPReLU.forward = quantizer, layer, \
+        RPReLU.forward
+    try:
+        yield
+    finally:
+        DeployedInputQuantizer.forward, DeployedLayer.forward, FastInferenceRPReLU.forward = current
+
+
+def compare_previous(width: float, data: str, repeats: int) -> dict:
+    """Deployed latency with the previous forwards against the current ones, alternated; bitwise equality."""
+    channels, size = INPUTS[data]
+    images = torch.rand(BATCH, channels, size, size, generator=torch.Generator().manual_seed(0))
+    parent = float_network(width, channels, size)
+    row = {"width": width, "data": data, "input": f"{size}x{size}x{channels}", "ms": {}, "bitwise_equal": {}}
+    for label, method in METHODS.items():
+        student, plan = training_form(parent, method, channels, size)
+        with torch.no_grad():  # move the learned vectors off their initial values, as training would
+            for name, value in student.named_parameters():
+                if name.endswith(("threshold", "shift_in", "shift_out")):
+                    value.uniform_(-0.1, 0.1)
+                elif name.endswith("slope"):
+                    value.uniform_(-0.5, 1.0)
+        model = deployed_form(parent, student, plan)
+
+        def previous(x, model=model):
+            with previous_forwards():
+                return model(x)
+
+        with torch.no_grad():
+            for batch in (1, BATCH):
+                x = images[:batch]
+                same = torch.equal(previous(x).view(torch.int32), model(x).view(torch.int32))
+                times = median_seconds({"previous": lambda x=x, f=previous: f(x), "current": lambda x=x, f=model: f(x)},
+                                       repeats if batch > 1 else 4 * repeats)
+                row["ms"][f"{label}, batch {batch}"] = {k: 1000 * v for k, v in times.items()}
+                row["bitwise_equal"][f"{label}, batch {batch}"] = same
+    return row
+
+
+def machine() -> str:
+    """The CPU's model name and count (platform.processor() is empty on Linux)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.exists() else []
+    return f"{platform.machine()}, {names[0] if names else platform.processor() or 'unknown CPU'}, " \
+           f"{os.cpu_count()} CPUs"
+
+
+def write_report(results: dict) -> None:
+    lines = ["# W1/A1 MobileNetV2: QAT step and deployed latency on a CPU (`benchmarks/quantize_speed.py`)", "",
+             "Issue 13, item 3 (Speed). One process, one thread (`torch.set_num_threads(1)`), random inputs, "
+             "MobileNetV2 with the stride-1 stem, 10 classes, the default plan (`quant.min_binary_channels=32`, "
+             "float shortcuts). Forms timed in turn within every repeat; medians. Goals: QAT step at most 1.5x "
+             "the float step; deployed latency at most 1.0x the float network.", "",
+             "QAT step = what `mltk quantize` does per step: the training form with every layer switched on "
+             "(as at the end of the schedule), the distillation loss with the float teacher's forward pass "
+             "(kd.weight 0.5), backward, Adam. Float step = forward, cross-entropy, backward, Adam. "
+             "Latency: eval, `no_grad` forward of the float network and of the deployed form "
+             "(`to_deployed_form` + `fill_deployed`: unpacked ±1 weights, float convolutions; mltk has no "
+             "bit-packed kernel).", ""]
+    for label, run in results["runs"].items():
+        lines += [f"## Run: {label}", "", f"Command: `{run['command']}`", "", f"Machine: {run['machine']}; "
+                  f"torch {run['torch']}; step repeats {run['step_repeats']}, latency repeats "
+                  f"{run['latency_repeats']} (x4 at batch 1).", ""]
+        if run.get("note"):
+            lines += [run["note"], ""]
+        lines += ["### (a) one optimizer step, batch 64", "",
+                  "| width | input | binary / float layers | float (s) | xnor (s) | bitat, pca (s) | "
+                  "bitat, no teacher (s) | xnor / float | bitat / float | bitat, no teacher / float |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for row in run["rows"]:
+            s, r = row["step_s"], row["step_ratio"]
+            lines.append(f"| {row['width']} | {row['input']} | {row['binary_layers']} / {row['float_layers']} | "
+                         f"{s['float']:.3f} | {s['xnor']:.3f} | {s['bitat, pca']:.3f} | "
+                         f"{s['bitat, pca, no teacher']:.3f} | {r['xnor']:.2f}x | {r['bitat, pca']:.2f}x | "
+                         f"{r['bitat, pca, no teacher']:.2f}x |")
+        lines += ["", "### (b) inference latency per batch (ms, median)", "",
+                  "| width | input | batch | float | deployed xnor | deployed bitat | xnor / float | "
+                  "bitat / float |", "|---|---|---|---|---|---|---|---|"]
+        for row in run["rows"]:
+            for batch, ms in row["latency_ms"].items():
+                r = row["latency_ratio"][batch]
+                lines.append(f"| {row['width']} | {row['input']} | {batch} | {ms['float']:.2f} | {ms['xnor']:.2f} | "
+                             f"{ms['bitat, pca']:.2f} | {r['xnor']:.2f}x | {r['bitat, pca']:.2f}x |")
+        lines.append("")
+    if results.get("previous"):
+        previous = results["previous"]
+        lines += ["## The change to the deployed layers, in one process", "",
+                  f"Command: `{previous['command']}`. The same deployed networks (learned thresholds and RPReLU "
+                  "vectors drawn away from their initial values) run with the forwards layers.py had before "
+                  "(kept in the benchmark) and with the current ones, alternated; the outputs compared bit for "
+                  "bit.", "", "| width | input | form, batch | previous (ms) | current (ms) | current / previous | "
+                  "bitwise equal |", "|---|---|---|---|---|---|---|"]
+        for row in previous["rows"]:
+            for key, ms in row["ms"].items():
+                lines.append(f"| {row['width']} | {row['input']} | {key} | {ms['previous']:.2f} | "
+                             f"{ms['current']:.2f} | {ms['current'] / ms['previous']:.2f}x | "
+                             f"{'yes' if row['bitwise_equal'][key] else 'NO'} |")
+        lines.append("")
+    if results.get("findings"):
+        lines += ["## Findings", "", results["findings"], ""]
+    MD_PATH.write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--label", default="current", help="the name this run is filed under in the results")
+    parser.add_argument("--note", default="", help="a sentence on what this run measures (e.g. which code)")
+    parser.add_argument("--widths", type=float, nargs="+", default=[0.5, 1.0])
+    parser.add_argument("--data", nargs="+", default=list(INPUTS), choices=list(INPUTS))
+    parser.add_argument("--step-repeats", type=int, default=5)
+    parser.add_argument("--latency-repeats", type=int, default=15)
+    parser.add_argument("--report", action="store_true", help="only rewrite the .md from the .json")
+    parser.add_argument("--previous", action="store_true",
+                        help="only compare the deployed layers' previous forwards with the current ones")
+    args = parser.parse_args()
+    results = json.loads(JSON_PATH.read_text()) if JSON_PATH.exists() else {"runs": {}}
+    if args.previous:
+        torch.set_num_threads(1)
+        rows = [compare_previous(width, data, args.latency_repeats) for width in args.widths for data in args.data]
+        results["previous"] = {"command": "python benchmarks/quantize_speed.py --previous", "rows": rows}
+        RESULTS.mkdir(exist_ok=True)
+        JSON_PATH.write_text(json.dumps(results, indent=1) + "\n")
+    elif not args.report:
+        torch.set_num_threads(1)
+        rows = []
+        for width in args.widths:
+            for data in args.data:
+                row = measure(width, data, args.step_repeats, args.latency_repeats)
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+        results["runs"][args.label] = {
+            "command": shlex.join(["python", "benchmarks/quantize_speed.py", *sys.argv[1:]]), "note": args.note,
+            "machine": machine(),
+            "torch": torch.__version__, "step_repeats": args.step_repeats, "latency_repeats": args.latency_repeats,
+            "rows": rows, "settings": dataclasses.asdict(QuantizeConfig().quant)}
+        RESULTS.mkdir(exist_ok=True)
+        JSON_PATH.write_text(json.dumps(results, indent=1) + "\n")
+    write_report(results)
+
+
+if __name__ == "__main__":
+    main()
