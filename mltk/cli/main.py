@@ -15,6 +15,7 @@ import typer
 from mltk import __version__, load_engines
 from mltk.cli import artifacts, evaluate, info, launching, train
 from mltk.cli.condense import condense as condense_command
+from mltk.cli.detect import detect as detect_command
 from mltk.cli.detox import detox_generate as detox_generate_command
 from mltk.cli.quantize import quantize as quantize_command
 from mltk.core.errors import EXIT_RUNTIME, MltkError
@@ -26,7 +27,7 @@ EPILOG = ("Exit codes: 0 ok, 1 runtime failure, 2 usage or config error, 3 artif
 # as written instead of being taken for rich markup and dropped.
 app = typer.Typer(name="mltk", no_args_is_help=True, add_completion=False, epilog=EPILOG, rich_markup_mode=None,
                   context_settings={"help_option_names": ["-h", "--help"]},
-                  help="Train, evaluate, condense, binarize and detoxify models, over one artifact "
+                  help="Train, evaluate, condense, binarize, detoxify and detect, over one artifact "
                        "registry ($MLTK_HOME).")
 
 app.command("train", epilog=EPILOG)(train.train)
@@ -34,6 +35,7 @@ app.command("eval", epilog=EPILOG, context_settings=evaluate.EVAL_CONTEXT)(evalu
 app.command("condense", epilog=EPILOG)(condense_command)
 app.command("detox-generate", epilog=EPILOG)(detox_generate_command)
 app.command("quantize", epilog=EPILOG)(quantize_command)
+app.command("detect", epilog=EPILOG)(detect_command)
 app.command("ls")(artifacts.ls)
 app.command("show")(artifacts.show)
 app.command("verify")(artifacts.verify)

@@ -19,6 +19,7 @@ from mltk.core.catalog import recipes
 from mltk.core.registry import Registry
 from mltk.core.run_recipe import RunContext
 from mltk.core.tensor_files import load_safetensors
+from mltk.engines.detect.synthetic import write_synthetic_dota
 
 CHECKPOINTS = ["train.ckpt_every=2", "train.keep_checkpoints=20"]
 TEXT_LOOP = ["train.steps=6", "train.batch_size=4", "train.seq_len=16", "train.log_every=2",
@@ -26,6 +27,11 @@ TEXT_LOOP = ["train.steps=6", "train.batch_size=4", "train.seq_len=16", "train.l
 VIT = ["model.options.width=32", "model.options.depth=1", "model.options.heads=2", "model.decoder.width=16",
        "model.decoder.depth=1", "model.decoder.heads=2", "train.batch_size=32", "eval.knn_train_images=0",
        "eval.test_images=50"]
+
+# Two synthetic 128-pixel DOTA images, one patch each; a narrow FPN and few RoIs.
+DETECTOR = ["data.patch_size=128", "data.overlap=28", "data.val_fraction=0", "model.fpn_channels=16",
+            "model.roi.representation=32", "model.roi.sampled_rois=32", "model.proposals.pre_nms_per_level=50",
+            "model.proposals.post_nms=32", "model.proposals.sampled_anchors=64", "train.max_steps=6"]
 
 
 @dataclasses.dataclass
@@ -63,6 +69,9 @@ TINY: dict[str, Tiny] = {
                               *TEXT_LOOP]),
     "dexperts": Tiny(lambda env: [f"lm={env['detox']['lm']}", f"data=labelled:{env['detox']['labelled']}",
                                   *TEXT_LOOP]),
+    "oriented-rcnn": Tiny(lambda env: [f"data=dota:{write_synthetic_dota()}", *DETECTOR]),
+    "uagdet": Tiny(lambda env: [f"data=dota:{write_synthetic_dota()}", *DETECTOR, "graph.hidden=16",
+                                "graph.tau=0.5"]),
     "toxicity-scorer": Tiny(lambda env: [f"data=labelled:{env['detox']['labelled']}", "data.part=[0,1]",
                                          "extra_test=[]", "reference_rtp=[]", "model.features=4096",
                                          "model.test_fraction=0.3"], stop_at=None),
@@ -130,10 +139,12 @@ def test_stopped_and_resumed_ends_bit_identical(recipe, env, mltk_env, monkeypat
 
 # Two ranks are run elsewhere for these: their own tests compare two ranks' parameters with one process's
 # (supervised, condense, mim), run the engine's own command on two ranks (quantize), or they train the
-# same objective through the same task as a recipe run here (dapt and dexperts: lm's objective).
+# same objective through the same task as a recipe run here (dapt and dexperts: lm's objective; uagdet trains
+# oriented-rcnn's detector with its graph on top).
 COMPARED_ELSEWHERE = {"supervised": "test_supervised_ddp.py", "condense": "test_condense_ddp.py",
                       "rc-mae": "mim/test_mim_ddp.py", "sdft": "mim/test_mim_ddp.py",
-                      "quantize": "quantize/test_quantize_cli.py", "dapt": "lm", "dexperts": "lm"}
+                      "quantize": "quantize/test_quantize_cli.py", "dapt": "lm", "dexperts": "lm",
+                      "oriented-rcnn": "uagdet"}
 
 
 @pytest.mark.slow

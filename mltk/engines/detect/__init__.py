@@ -1,14 +1,22 @@
-"""Oriented object detection in aerial images (DOTA): the geometry, file and metric layer.
+"""Oriented object detection in aerial images (DOTA) with UAGDet (arXiv 2208.10781).
 
-This package holds what the UAGDet detector (arXiv 2208.10781) stands on:
-le90 oriented boxes and DOTA polygons (``boxes``), exact rotated IoU
-(``iou``), rotated NMS (``nms``), rotated RoIAlign (``roi_align``), DOTA
-label, detection and submission files (``dota``), the devkit's task-1 mAP
-(``evaluation``) and patch splitting and merging (``patches``). It registers
-no recipe or protocol yet, and is not listed in ``mltk.engines``: the
-detector, its recipes and ``mltk detect`` come next. See docs/detect.md.
+The geometry, file and metric layer: le90 oriented boxes and DOTA polygons
+(``boxes``), exact rotated IoU (``iou``), rotated NMS (``nms``), rotated
+RoIAlign (``roi_align``), DOTA label, detection and submission files
+(``dota``), the devkit's task-1 mAP (``evaluation``) and patch splitting and
+merging (``patches``).
+
+The detector on it: a ResNet + FPN (``backbone``), oriented proposals
+(``proposals``), the RoI head (``roi_head``), UAGDet's uncertainty and graph
+refinement (``uagdet``), assembled in ``model``; trained by the
+``oriented-rcnn`` and ``uagdet`` recipes (``training``), stored as
+``oriented-detector`` artifacts (``artifact``) and run on images of any size
+by ``detect_images`` (``api``). See docs/detect.md.
 """
 
+from mltk.engines.detect import oriented_rcnn_recipe, protocols, uagdet_recipe  # noqa: F401  (registers them)
+from mltk.engines.detect.api import DetectionRun, detect_images, write_outputs
+from mltk.engines.detect.artifact import LoadedDetector, latest_detector, load_detector
 from mltk.engines.detect.boxes import (
     RotatedDeltaCoder,
     box_to_corners,
@@ -18,6 +26,7 @@ from mltk.engines.detect.boxes import (
     normalize_le90,
     polygon_to_box,
 )
+from mltk.engines.detect.config import OrientedRcnnConfig, UagdetConfig
 from mltk.engines.detect.dota import (
     DOTA_V1_0_CLASSES,
     DOTA_V1_5_CLASSES,
@@ -47,6 +56,7 @@ from mltk.engines.detect.iou import (
     rotated_iou_matrix,
     rotated_overlaps,
 )
+from mltk.engines.detect.model import DetectorSpec, OrientedDetector
 from mltk.engines.detect.nms import batched_rotated_nms, rotated_nms
 from mltk.engines.detect.patches import (
     PatchWindow,
@@ -66,6 +76,12 @@ __all__ = [
     "DotaEvaluation",
     "DotaItem",
     "DotaLabels",
+    "DetectionRun",
+    "DetectorSpec",
+    "LoadedDetector",
+    "OrientedDetector",
+    "OrientedRcnnConfig",
+    "UagdetConfig",
     "PatchWindow",
     "RotatedDeltaCoder",
     "average_precision",
@@ -73,10 +89,13 @@ __all__ = [
     "box_to_corners",
     "box_to_polygon",
     "boxes_to_image",
+    "detect_images",
     "evaluate_task1",
     "horizontal_bounds",
     "image_patches",
     "inside_fraction",
+    "latest_detector",
+    "load_detector",
     "list_dota_folder",
     "merge_patch_detections",
     "normalize_angle",
@@ -97,5 +116,6 @@ __all__ = [
     "rotated_roi_align",
     "write_detection_file",
     "write_label_file",
+    "write_outputs",
     "write_task1_submission",
 ]

@@ -22,6 +22,7 @@ PARENT = ["data.name=digits", "model.arch=mobilenet_v2", "model.options.width_mu
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # about 35 s on two idle cores; a loaded machine takes several times that
 def test_w1a1_mobilenet_v2_learns_far_above_chance(mltk_env, tmp_path):
     registry = Registry()
     entry = get_recipe("supervised")
