@@ -119,3 +119,24 @@ def memory_limited(mltk_env):
         return Limited(proc.returncode, proc.stdout, proc.stderr)
 
     return run
+
+
+@pytest.fixture
+def load_limited(memory_limited):
+    """Run ``setup`` then the loading expression ``call`` under ``memory_limited``; an mltk error prints its
+    one-line message to stdout and exits with its exit code, a success prints "loaded"."""
+
+    def run(setup: str, call: str) -> Limited:
+        return memory_limited(f"""
+            import sys
+            from mltk.core.errors import MltkError
+            {setup}
+            try:
+                {call}
+            except MltkError as exc:
+                print(exc.message)
+                sys.exit(exc.exit_code)
+            print("loaded")
+        """)
+
+    return run

@@ -33,20 +33,6 @@ def _weights_file(path, tensors, spec):
     return path
 
 
-def _load_in_limited_child(memory_limited, path):
-    return memory_limited(f"""
-        import sys
-        from mltk.core.errors import ArtifactError
-        from mltk.nn.artifacts import load_classifier
-        try:
-            load_classifier({str(path)!r})
-        except ArtifactError as exc:
-            print(exc.message)
-            sys.exit(exc.exit_code)
-        print("loaded")
-    """)
-
-
 def test_the_memory_limit_stops_a_large_allocation(memory_limited):
     # The guard the tests below rely on: 2 GiB is refused under a 1 GiB headroom.
     result = memory_limited("import torch; torch.ones(2 << 30, dtype=torch.uint8)")
@@ -59,19 +45,19 @@ def test_the_memory_limit_stops_a_large_allocation(memory_limited):
     ("width", 10**9, "option 'width' must be at most 4,096, got 1,000,000,000"),
     ("depth", 10**6, "option 'depth' must be at most 64, got 1,000,000"),
 ])
-def test_a_card_asking_for_a_huge_model_is_refused_before_building(tmp_path, memory_limited, key, value,
+def test_a_card_asking_for_a_huge_model_is_refused_before_building(tmp_path, load_limited, key, value,
                                                                     message):
     model = _small_convnet()
     spec = model.spec
     spec["args"][key] = value
     spec["args"]["pooling"] = "none"  # so that depth alone does not already fail the image-size check
     path = _weights_file(tmp_path / "huge.safetensors", model.state_dict(), spec)
-    result = _load_in_limited_child(memory_limited, path)
+    result = load_limited("from mltk.nn.artifacts import load_classifier", f"load_classifier({str(path)!r})")
     assert result.code == 3, result.stderr
     assert message in result.stdout and "the card's architecture spec is invalid" in result.stdout
 
 
-def test_a_card_larger_than_its_weights_is_refused_from_the_header(tmp_path, memory_limited):
+def test_a_card_larger_than_its_weights_is_refused_from_the_header(tmp_path, load_limited):
     # 838M parameters: within every bound, so only the comparison on the meta device stops it
     # from taking 3.4 GB, far past the child's limit.
     model = _small_convnet()
@@ -79,7 +65,7 @@ def test_a_card_larger_than_its_weights_is_refused_from_the_header(tmp_path, mem
     spec["args"].update(num_classes=50, width=256, image_size=256, pooling="none")
     assert sum(p.numel() for p in build_from_spec(spec, device="meta").parameters()) < MAX_PARAMETERS
     path = _weights_file(tmp_path / "liar.safetensors", model.state_dict(), spec)
-    result = _load_in_limited_child(memory_limited, path)
+    result = load_limited("from mltk.nn.artifacts import load_classifier", f"load_classifier({str(path)!r})")
     assert result.code == 3, result.stderr
     assert "the weights do not fit the architecture 'convnet'" in result.stdout
     assert "of another shape (first: net.classifier.bias (10,) vs (50,))" in result.stdout

@@ -6,22 +6,13 @@ import json
 import shutil
 
 
-def test_an_lm_config_asking_for_a_huge_model_is_refused_before_building(detox_files, mltk_env, memory_limited):
+def test_an_lm_config_asking_for_a_huge_model_is_refused_before_building(detox_files, mltk_env, load_limited):
     folder = mltk_env / "huge-lm"
     shutil.copytree(detox_files["lm"], folder)
     config = json.loads((folder / "config.json").read_text())
     config["n_embd"] = 10**6  # 10^10 parameters and more: terabytes if built
     (folder / "config.json").write_text(json.dumps(config))
-    result = memory_limited(f"""
-        import sys
-        from mltk.core.errors import ArtifactError
-        from mltk.nn.language_models.causal_lm import load_causal_lm
-        try:
-            load_causal_lm({str(folder)!r})
-        except ArtifactError as exc:
-            print(exc.message)
-            sys.exit(exc.exit_code)
-        print("loaded")
-    """)
+    result = load_limited("from mltk.nn.language_models.causal_lm import load_causal_lm",
+                          f"load_causal_lm({str(folder)!r})")
     assert result.code == 3, result.stderr
     assert "config.json asks for" in result.stdout and "parameters but the weight files hold" in result.stdout
