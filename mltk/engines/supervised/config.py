@@ -60,9 +60,17 @@ class SupervisedConfig:
     model: ModelSpec = dataclasses.field(default_factory=ModelSpec)
     optim: OptimSpec = dataclasses.field(default_factory=OptimSpec)
     train: TrainSpec = dataclasses.field(default_factory=TrainSpec)
+    # A classifier to fine-tune (registry reference or exported folder): its architecture, options, input
+    # normalisation and every weight that fits this task; the head starts fresh when the classes differ.
+    # model.arch and model.options are then not used; init_options overrides the pretrained model's options
+    # (init_options.stem_stride=1 for an ImageNet MobileNet on 32 px images).
+    init: str = ""
+    init_options: dict = dataclasses.field(default_factory=dict)
 
     def artifact_name(self) -> str:
         if self.name:
             return self.name
         dataset = self.data.name.split(":")[0]
+        if self.init:
+            return f"{self.init.split(':')[0].rstrip('/').split('/')[-1]}-{dataset}".replace("_", "-")
         return f"{self.model.arch}-{dataset}".replace("_", "-")

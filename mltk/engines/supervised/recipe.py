@@ -31,6 +31,7 @@ from mltk.data.datasets import dataset_info
 from mltk.data.images.augment import crop_flip, crop_padding
 from mltk.data.splits import load_splits
 from mltk.engines.supervised.config import SupervisedConfig
+from mltk.engines.supervised.pretrained import start_from
 from mltk.nn import build_model
 from mltk.nn.artifacts import classifier_artifact
 from mltk.nn.classifiers.evaluation import evaluate_classifier
@@ -78,13 +79,23 @@ class SupervisedRecipe(StepTask):
         self.augment = _augment_mode(cfg.train.augment, cfg.data.name)
 
         channels, height, _ = train.image_shape
-        mean, std = cfg.model.mean, cfg.model.std
-        if mean is None or std is None:
-            measured_mean, measured_std = _channel_stats(train.images)
-            mean = mean if mean is not None else measured_mean
-            std = std if std is not None else measured_std
-        self.model = build_model(cfg.model.arch, num_classes=train.num_classes, in_channels=channels,
-                                 image_size=height, mean=mean, std=std, **cfg.model.options)
+        self.parent, self.relation = f"dataset:{cfg.data.name}", "trained"
+        if cfg.init:
+            started = start_from(cfg.init, num_classes=train.num_classes, in_channels=channels, image_size=height,
+                                 options=cfg.init_options, mean=cfg.model.mean, std=cfg.model.std,
+                                 registry=ctx.registry)
+            fresh = ", ".join(started.fresh[:4]) + (", ..." if len(started.fresh) > 4 else "")
+            ctx.reporter.info(f"init: {started.model.arch} from {started.source}: {started.copied} tensors copied, "
+                              f"{len(started.fresh)} fresh" + (f" ({fresh})" if started.fresh else ""))
+            self.model, self.parent, self.relation = started.model, started.source, "fine-tuned"
+        else:
+            mean, std = cfg.model.mean, cfg.model.std
+            if mean is None or std is None:
+                measured_mean, measured_std = _channel_stats(train.images)
+                mean = mean if mean is not None else measured_mean
+                std = std if std is not None else measured_std
+            self.model = build_model(cfg.model.arch, num_classes=train.num_classes, in_channels=channels,
+                                     image_size=height, mean=mean, std=std, **cfg.model.options)
         self.model.to(ctx.device)
         self.optimizer = _make_optimizer(self.model, cfg)
         self.loop = StepLoop(ctx, settings=cfg.train, seed=cfg.seed, total_steps=self.total_steps,
@@ -172,7 +183,7 @@ class SupervisedRecipe(StepTask):
         files, card = classifier_artifact(
             self.model, engine="supervised", data=cfg.data, class_names=self.splits.train.class_names,
             config=to_dict(cfg), config_sha256=config_hash(cfg), metrics=metrics,
-            primary_metric=PRIMARY_METRIC, parent=f"dataset:{cfg.data.name}", relation="trained",
+            primary_metric=PRIMARY_METRIC, parent=self.parent, relation=self.relation,
             extra={"run_dir": str(self.ctx.run.path)})
         return self.ctx.registry.save(cfg.artifact_name(), files=files, card=card)
 
