@@ -3,6 +3,8 @@ normalisation, every weight that fits the new task copied, a fresh head for anot
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from mltk.core.registry import Registry
@@ -59,3 +61,31 @@ def test_a_pretrained_model_that_shares_no_weight_is_refused(cli, mltk_env):
 def test_init_naming_nothing_is_a_clear_error(cli):
     result = cli("train", "supervised", "init=no-such-model:1", *UNCHANGED)
     assert result.code != 0 and "no-such-model" in result.stderr and "internal error" not in result.stderr
+
+
+def test_folded_batchnorms_are_reanchored_without_changing_the_eval_function():
+    """A BatchNorm folded into its conv (identity statistics) keeps its eval-mode function, and train mode on the
+    re-anchoring images computes the same instead of standardising the folded scale away."""
+    from mltk.engines.supervised.pretrained import _is_identity, reanchor
+
+    torch.manual_seed(0)
+    model = build_model("convnet", num_classes=3, in_channels=1, image_size=8, width=8, depth=2, norm="batchnorm")
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        for norm in norms:  # what `mltk import` writes for a folded BatchNorm: scale in the conv, bias here
+            norm.running_mean.zero_()
+            norm.running_var.fill_(1 - norm.eps)
+            norm.bias.uniform_(-1, 1)
+        for conv in (m for m in model.modules() if isinstance(m, torch.nn.Conv2d)):
+            conv.weight.mul_(5)
+    assert all(_is_identity(norm) for norm in norms)
+    images = torch.rand(40, 1, 8, 8)
+    model.eval()
+    before = model(images)
+    unanchored = copy.deepcopy(model).train()  # (a train-mode pass moves the running statistics)
+    assert not torch.allclose(unanchored(images), before, atol=1e-2)  # the defect: another function in train mode
+    reanchor(norms, model, images, batch_size=16)
+    model.eval()
+    assert torch.allclose(model(images), before, atol=1e-5)
+    model.train()
+    assert torch.allclose(model(images), before, atol=1e-4)

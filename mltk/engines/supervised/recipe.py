@@ -37,6 +37,7 @@ from mltk.nn.artifacts import classifier_artifact
 from mltk.nn.classifiers.evaluation import evaluate_classifier
 
 PRIMARY_METRIC = "test_accuracy"
+REANCHOR_IMAGES = 256  # training images that re-anchor a pretrained network's folded BatchNorms
 
 
 def learning_rate(step: int, *, total_steps: int, steps_per_epoch: int, base_lr: float,
@@ -83,10 +84,12 @@ class SupervisedRecipe(StepTask):
         if cfg.init:
             started = start_from(cfg.init, num_classes=train.num_classes, in_channels=channels, image_size=height,
                                  options=cfg.init_options, mean=cfg.model.mean, std=cfg.model.std,
-                                 registry=ctx.registry)
+                                 images=train.images[:REANCHOR_IMAGES].float().div(255), registry=ctx.registry)
             fresh = ", ".join(started.fresh[:4]) + (", ..." if len(started.fresh) > 4 else "")
             ctx.reporter.info(f"init: {started.model.arch} from {started.source}: {started.copied} tensors copied, "
-                              f"{len(started.fresh)} fresh" + (f" ({fresh})" if started.fresh else ""))
+                              f"{len(started.fresh)} fresh" + (f" ({fresh})" if started.fresh else "")
+                              + (f"; {started.reanchored} folded BatchNorms re-anchored on "
+                                 f"{min(REANCHOR_IMAGES, len(train))} training images" if started.reanchored else ""))
             self.model, self.parent, self.relation = started.model, started.source, "fine-tuned"
         else:
             mean, std = cfg.model.mean, cfg.model.std
