@@ -72,6 +72,8 @@ TINY: dict[str, Tiny] = {
     "oriented-rcnn": Tiny(lambda env: [f"data=dota:{write_synthetic_dota()}", *DETECTOR]),
     "uagdet": Tiny(lambda env: [f"data=dota:{write_synthetic_dota()}", *DETECTOR, "graph.hidden=16",
                                 "graph.tau=0.5"]),
+    # digits: 13 base steps, then sessions 1 (steps 13-16) and 2 (17-20); stopped inside session 1.
+    "softnet": Tiny(lambda env: ["train.epochs=1"], stop_at=15),
     "toxicity-scorer": Tiny(lambda env: [f"data=labelled:{env['detox']['labelled']}", "data.part=[0,1]",
                                          "extra_test=[]", "reference_rtp=[]", "model.features=4096",
                                          "model.test_fraction=0.3"], stop_at=None),
