@@ -18,6 +18,7 @@ from mltk.cli.condense import condense as condense_command
 from mltk.cli.detect import detect as detect_command
 from mltk.cli.detox import detox_generate as detox_generate_command
 from mltk.cli.quantize import quantize as quantize_command
+from mltk.cli.talk import talk as talk_command
 from mltk.core.errors import EXIT_RUNTIME, MltkError
 
 EPILOG = ("Exit codes: 0 ok, 1 runtime failure, 2 usage or config error, 3 artifact or data missing or corrupt, "
@@ -36,6 +37,7 @@ app.command("condense", epilog=EPILOG)(condense_command)
 app.command("detox-generate", epilog=EPILOG)(detox_generate_command)
 app.command("quantize", epilog=EPILOG)(quantize_command)
 app.command("detect", epilog=EPILOG)(detect_command)
+app.command("talk", epilog=EPILOG)(talk_command)
 app.command("ls")(artifacts.ls)
 app.command("show")(artifacts.show)
 app.command("verify")(artifacts.verify)

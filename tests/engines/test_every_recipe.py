@@ -9,6 +9,7 @@ does). A recipe that fits in one closed-form step (no step loop) says so with ``
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,7 +49,20 @@ def _mae_encoder(env) -> str:
     return trained.stdout.strip()
 
 
+def _talking_clips() -> str:
+    """Three 1 s synthetic talking clips under the test's MLTK_DATA (no real face: read with data.alignment=none)."""
+    from mltk.engines.talk.data import write_synthetic_talking_folder
+
+    folder = Path(os.environ["MLTK_DATA"]) / "talking-clips"
+    if not folder.is_dir():  # written once per test: every run of the test reads the same files
+        write_synthetic_talking_folder(folder, clips=3, seconds=1.0, size=32)
+    return str(folder)
+
+
 TINY: dict[str, Tiny] = {
+    # 16-pixel faces, 4 steps per stage; stopped in the second stage (generator), resumed there.
+    "styletalker": Tiny(lambda env: ["-p", "tiny", f"data=video-folder:{_talking_clips()}", "data.alignment=none"],
+                        stop_at=6),
     "supervised": Tiny(lambda env: ["model.options.width=8", "model.options.depth=1", "train.batch_size=32",
                                     "train.max_steps=6"]),
     "mae": Tiny(lambda env: [*VIT, "train.max_steps=6"]),

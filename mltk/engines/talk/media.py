@@ -221,6 +221,7 @@ def write_video(path: str | Path, frames: torch.Tensor | Iterable[np.ndarray], a
     os.close(handle)
     try:
         _encode(av, temporary, frames, audio, fps, sample_rate)
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; the video is an ordinary file
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
@@ -270,3 +271,9 @@ def _even(frame: np.ndarray) -> np.ndarray:
     if height % 2 or width % 2:
         frame = np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
     return frame
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
