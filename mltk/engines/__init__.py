@@ -6,4 +6,14 @@ evaluation protocols and artifact kinds. ``mltk.load_engines()`` imports it
 engine means adding its package here and nothing in ``core`` or the CLI.
 """
 
-from mltk.engines import condense, detect, detox, fscil, mim, quantize, supervised, talk  # noqa: F401
+from mltk.engines import (  # noqa: F401
+    condense,
+    detect,
+    detox,
+    fscil,
+    mim,
+    quantize,
+    sets,
+    supervised,
+    talk,
+)

@@ -88,6 +88,7 @@ TINY: dict[str, Tiny] = {
                                 "graph.tau=0.5"]),
     # digits: 13 base steps, then sessions 1 (steps 13-16) and 2 (17-20); stopped inside session 1.
     "softnet": Tiny(lambda env: ["train.epochs=1"], stop_at=15),
+    "umbc": Tiny(lambda env: ["train.steps=6", "train.log_every=2", "data.test_sets=4"]),
     "toxicity-scorer": Tiny(lambda env: [f"data=labelled:{env['detox']['labelled']}", "data.part=[0,1]",
                                          "extra_test=[]", "reference_rtp=[]", "model.features=4096",
                                          "model.test_fraction=0.3"], stop_at=None),
