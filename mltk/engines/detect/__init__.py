@@ -6,7 +6,7 @@ RoIAlign (``roi_align``), DOTA label, detection and submission files
 (``dota``), the devkit's task-1 mAP (``evaluation``) and patch splitting and
 merging (``patches``).
 
-The detector on it: a ResNet + FPN (``backbone``), oriented proposals
+The detector on it: a ResNet or MobileNetV3 + FPN (``backbone``), oriented proposals
 (``proposals``), the RoI head (``roi_head``), UAGDet's uncertainty and graph
 refinement (``uagdet``), assembled in ``model``; trained by the
 ``oriented-rcnn`` and ``uagdet`` recipes (``training``), stored as

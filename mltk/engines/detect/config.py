@@ -11,7 +11,7 @@ import dataclasses
 from typing import Literal
 
 from mltk.core.sections import LoopSettings, OptimizerSettings, check_values
-from mltk.engines.detect.backbone import RESNET_CHANNELS
+from mltk.engines.detect.backbone import BODIES
 from mltk.engines.detect.proposals import ProposalSettings
 from mltk.engines.detect.roi_head import RoiSettings
 from mltk.engines.detect.uagdet import GraphSettings
@@ -24,7 +24,8 @@ class DotaDataSpec:
     patch_size: int = 1024  # training and detection patches (DOTA's 1024 / 200 convention)
     overlap: int = 200
     min_inside: float = 0.7  # an object belongs to a patch when this share of its area lies inside (mmrotate)
-    val_fraction: float = 0.25  # held out: the last images by name, or with one image the right-hand strip
+    val_fraction: float = 0.25  # held out: the last images by name, or with one image a strip of it
+    val_side: Literal["right", "bottom"] = "right"  # the strip held out of a single image
     keep_empty: bool = False  # train on patches without objects too
 
     def value_problems(self) -> list[str]:
@@ -41,7 +42,7 @@ class DotaDataSpec:
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    backbone: str = "resnet18"  # resnet18, resnet34 or resnet50 (torchvision)
+    backbone: str = "resnet18"  # resnet18, resnet34, resnet50 or mobilenet_v3_large (torchvision)
     backbone_weights: str = ""  # a local torchvision weights file for the backbone; empty = train from scratch
     fpn_channels: int = 256
     norm: Literal["batch", "frozen"] = "batch"  # frozen: torchvision's choice with pretrained weights
@@ -50,8 +51,8 @@ class ModelSpec:
 
     def value_problems(self) -> list[str]:
         problems = check_values(self, {"fpn_channels": "positive"})
-        if self.backbone not in RESNET_CHANNELS:
-            problems.append(f"backbone: {self.backbone!r} is not one of {', '.join(RESNET_CHANNELS)}")
+        if self.backbone not in BODIES:
+            problems.append(f"backbone: {self.backbone!r} is not one of {', '.join(BODIES)}")
         return problems
 
 

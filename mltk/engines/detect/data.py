@@ -3,7 +3,10 @@
 A *region* is a labelled image or a part of one (a view, not a copy). The
 held-out split is by image when the folder holds at least two labelled
 images (the last ``val_fraction`` of them by name), else by region of the
-one image: its right-hand ``val_fraction`` of columns. An object belongs to
+one image: its right-hand ``val_fraction`` of columns, or with
+``val_side="bottom"`` its bottom ``val_fraction`` of rows (choose the side
+whose strip holds classes the rest also holds: P1888's right quarter holds
+all of its small vehicles and nothing else). An object belongs to
 a region, and to a training patch, when at least ``min_inside`` of its area
 lies inside (mmrotate's 0.7); in a validation region an object cut by the
 border below that share is kept as *difficult* (2, as DOTA_devkit's splitter
@@ -104,8 +107,11 @@ def resolve_dota_folder(name: str) -> Path:
     return under_data if under_data.exists() else path
 
 
+VAL_SIDES = ("right", "bottom")
+
+
 def split_regions(folder: str | Path, *, classes: str, val_fraction: float,
-                  min_inside: float) -> tuple[list[Region], list[Region]]:
+                  min_inside: float, val_side: str = "right") -> tuple[list[Region], list[Region]]:
     """(training regions, validation regions) of a ``dota:PATH`` folder."""
     class_list = CLASS_LISTS[classes]
     items = [item for item in list_dota_folder(folder) if item.image_path and item.label_path]
@@ -121,11 +127,17 @@ def split_regions(folder: str | Path, *, classes: str, val_fraction: float,
         return regions[:len(regions) - held], regions[len(regions) - held:]
     image_id, image, labels = loaded[0]
     height, width = image.shape[1:]
-    held = int(round(width * val_fraction))
+    if val_side not in VAL_SIDES:
+        raise ValueError(f"val_side {val_side!r} is not one of {VAL_SIDES}")
+    held = int(round((width if val_side == "right" else height) * val_fraction))
     if held == 0:
         return [Region(image_id, image, labels)], []
-    train_window = PatchWindow(0, 0, width - held, height)
-    val_window = PatchWindow(width - held, 0, held, height)
+    if val_side == "right":
+        train_window = PatchWindow(0, 0, width - held, height)
+        val_window = PatchWindow(width - held, 0, held, height)
+    else:
+        train_window = PatchWindow(0, 0, width, height - held)
+        val_window = PatchWindow(0, height - held, width, held)
     return ([_region(f"{image_id}__train", image, labels, train_window, min_inside, held_out=False)],
             [_region(f"{image_id}__val", image, labels, val_window, min_inside, held_out=True)])
 

@@ -41,6 +41,9 @@ PARALLEL_SINE = 1e-10
 DEFAULT_CHUNK_PAIRS = 1 << 13
 # Candidate pairs of a matrix are found in blocks of rows holding about this many pairs (bytes).
 MASK_BLOCK_PAIRS = 1 << 22
+# A pair is left out of a thresholded search only when its IoU bound is this far below the
+# threshold: the bound is exact arithmetic on the same corners, rounding moves it by ~1e-15.
+BOUND_SLACK = 1e-9
 
 
 def signed_area(polygons: torch.Tensor) -> torch.Tensor:
@@ -205,16 +208,36 @@ def _elementwise(a: torch.Tensor, b: torch.Tensor, *, convex: bool, chunk_pairs:
     return _pairwise_iou(a, b, convex=convex, chunk_pairs=chunk_pairs).to(_result_dtype(a, b))
 
 
-def _candidate_blocks(a: torch.Tensor, b: torch.Tensor, *, convex: bool, chunk_pairs: int, later_only: bool = False):
+def _iou_upper_bound(rows: torch.Tensor, cols: torch.Tensor, low_a, high_a, area_a, low_b, high_b,
+                     area_b) -> torch.Tensor:
+    """An upper bound of the IoU of the pairs ``(rows, cols)``, from their areas and bounding rectangles.
+
+    The intersection ``I`` is at most ``m = min(area of the rectangles' overlap, A, B)`` and the IoU
+    ``I / (A + B - I)`` grows with ``I``, so it is at most ``m / (A + B - m)``.
+    """
+    overlap = (torch.minimum(high_a[rows], high_b[cols]) - torch.maximum(low_a[rows], low_b[cols])).clamp_min(0)
+    most = torch.minimum(overlap.prod(1), torch.minimum(area_a[rows], area_b[cols]))
+    union = area_a[rows] + area_b[cols] - most
+    return torch.where(union > 0, most / union.clamp_min(torch.finfo(union.dtype).tiny), torch.zeros_like(union))
+
+
+def _candidate_blocks(a: torch.Tensor, b: torch.Tensor, *, convex: bool, chunk_pairs: int, later_only: bool = False,
+                      above: float | None = None):
     """Yield ``(rows, cols, iou)`` for the pairs of ``(N, 4, 2)`` x ``(M, 4, 2)`` whose bounding rectangles meet.
 
     Other pairs cannot overlap, and in aerial scenes they are nearly all
     pairs. ``later_only`` keeps ``col > row`` (one set against itself).
+    With ``above``, pairs whose IoU cannot exceed it (``_iou_upper_bound``)
+    are left out too: a caller keeping only IoUs above a threshold (NMS)
+    gets the same pairs and the same values, computed for fewer pairs.
     """
     if a.shape[0] == 0 or b.shape[0] == 0:
         return
     low_a, high_a = a.amin(1), a.amax(1)
     low_b, high_b = b.amin(1), b.amax(1)
+    if above is not None:  # the bound in float64, on the corners the exact IoU is computed from
+        low_a64, high_a64, low_b64, high_b64 = (v.to(torch.float64) for v in (low_a, high_a, low_b, high_b))
+        area_a, area_b = polygon_area(a.to(torch.float64)), polygon_area(b.to(torch.float64))
     # Rows in blocks, so the mask of candidate pairs stays bounded like the pairs themselves.
     rows_per_block = max(1, MASK_BLOCK_PAIRS // b.shape[0])
     for start in range(0, a.shape[0], rows_per_block):
@@ -224,6 +247,10 @@ def _candidate_blocks(a: torch.Tensor, b: torch.Tensor, *, convex: bool, chunk_p
             meet &= torch.arange(start, stop, device=a.device)[:, None] < torch.arange(b.shape[0], device=a.device)
         rows, cols = meet.nonzero(as_tuple=True)
         rows = rows + start
+        if above is not None:
+            possible = _iou_upper_bound(rows, cols, low_a64, high_a64, area_a, low_b64, high_b64,
+                                        area_b) > above - BOUND_SLACK
+            rows, cols = rows[possible], cols[possible]
         yield rows, cols, _pairwise_iou(a[rows], b[cols], convex=convex, chunk_pairs=chunk_pairs)
 
 
@@ -235,18 +262,21 @@ def _matrix(a: torch.Tensor, b: torch.Tensor, *, convex: bool, chunk_pairs: int)
     return result
 
 
-def rotated_overlaps(boxes: torch.Tensor, *, above: float,
-                     chunk_pairs: int = DEFAULT_CHUNK_PAIRS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def rotated_overlaps(boxes: torch.Tensor, *, above: float, chunk_pairs: int = DEFAULT_CHUNK_PAIRS,
+                     prefilter: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The pairs ``i < j`` of boxes ``(N, 5)`` whose IoU is above ``above``: ``(rows, cols, iou)``.
 
     Sorted by row, then column. A sparse IoU matrix of a set with itself (what NMS needs): its memory
-    grows with the overlapping pairs, not with ``N * N``.
+    grows with the overlapping pairs, not with ``N * N``. ``prefilter=False`` computes the exact IoU
+    of every pair whose bounding rectangles meet, not only of those whose IoU bound is above
+    ``above`` (the same result, slower: kept to test that).
     """
     corners = box_to_corners(boxes)
     no_index = torch.zeros(0, dtype=torch.long, device=boxes.device)
     rows, cols, values = [no_index], [no_index], [torch.zeros(0, dtype=torch.float64, device=boxes.device)]
-    for block_rows, block_cols, block_values in _candidate_blocks(corners, corners, convex=True,
-                                                                  chunk_pairs=chunk_pairs, later_only=True):
+    for block_rows, block_cols, block_values in _candidate_blocks(
+            corners, corners, convex=True, chunk_pairs=chunk_pairs, later_only=True,
+            above=above if prefilter else None):
         keep = block_values > above
         rows.append(block_rows[keep])
         cols.append(block_cols[keep])

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from mltk.core.sections import check_values
-from mltk.engines.detect.backbone import RESNET_CHANNELS, FeaturePyramid
+from mltk.engines.detect.backbone import BODIES, FeaturePyramid
 from mltk.engines.detect.proposals import (
     ProposalHead,
     ProposalSettings,
@@ -79,8 +79,8 @@ class DetectorSpec:
 
     def value_problems(self) -> list[str]:
         problems = check_values(self, {"fpn_channels": "positive"})
-        if self.backbone not in RESNET_CHANNELS:
-            problems.append(f"backbone: {self.backbone!r} is not one of {', '.join(RESNET_CHANNELS)}")
+        if self.backbone not in BODIES:
+            problems.append(f"backbone: {self.backbone!r} is not one of {', '.join(BODIES)}")
         return problems
 
 

@@ -42,7 +42,8 @@ def dota_protocol(request: EvalRequest, reporter: Reporter) -> EvalResult:
         if not data.get("name"):
             raise UsageError(f"{loaded.source}: records no training data", hint="pass --data dota:PATH")
         _, regions = split_regions(resolve_dota_folder(data["name"]), classes=data["classes"],
-                                   val_fraction=data["val_fraction"], min_inside=data["min_inside"])
+                                   val_fraction=data["val_fraction"], min_inside=data["min_inside"],
+                                   val_side=data.get("val_side", "right"))
         where = f"{data['name']} (held out)"
         if not regions:
             raise UsageError(f"{loaded.source} was trained without a held-out part", hint="pass --data dota:PATH")

@@ -105,7 +105,7 @@ class DetectorTraining(StepTask):
         data = cfg.data
         self.train_regions, self.val_regions = split_regions(
             resolve_dota_folder(data.name), classes=data.classes, val_fraction=data.val_fraction,
-            min_inside=data.min_inside)
+            min_inside=data.min_inside, val_side=data.val_side)
         self.patches = training_patches(self.train_regions, patch_size=data.patch_size, overlap=data.overlap,
                                         min_inside=data.min_inside, keep_empty=data.keep_empty)
         objects = sum(len(patch.labels) for patch in self.patches)

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from mltk.engines.detect.iou import rotated_iou_matrix
+from mltk.engines.detect.iou import rotated_iou_matrix, rotated_overlaps
 from mltk.engines.detect.nms import batched_rotated_nms, rotated_nms
 
 
@@ -72,3 +72,22 @@ def test_rotated_nms_equals_a_plain_greedy_loop():
             expected.append(index)
             removed |= {j for j in range(count) if same_class[index][j] and iou[index][j] > threshold}
         assert batched_rotated_nms(boxes, scores, labels, threshold).tolist() == expected
+
+
+def test_iou_bound_prefilter_leaves_the_overlaps_bit_identical():
+    # Clustered boxes of all sizes and angles (as an untrained detector's proposals), zero-area ones and
+    # exact copies (IoU 1, and a pair at the bound itself) included: with or without the bound, the same
+    # pairs with the same IoU values, bit for bit, at NMS's thresholds.
+    generator = torch.Generator().manual_seed(0)
+    centres = (torch.rand(15, 2, generator=generator) * 200).repeat_interleave(20, 0)
+    boxes = torch.cat([centres + torch.randn(300, 2, generator=generator) * 5,
+                       torch.rand(300, 2, generator=generator) * 40 + 2,
+                       (torch.rand(300, 1, generator=generator) - 0.5) * math.pi], 1)
+    boxes[::37, 3] = 0.0
+    boxes[1::50] = boxes[::50]
+    for threshold in (0.0, 0.1, 0.3, 0.8):
+        fast = rotated_overlaps(boxes, above=threshold)
+        full = rotated_overlaps(boxes, above=threshold, prefilter=False)
+        assert fast[0].numel() > 0
+        for ours, reference in zip(fast, full, strict=True):
+            assert torch.equal(ours, reference)
