@@ -13,6 +13,7 @@ from mltk.engines import (  # noqa: F401
     fscil,
     mim,
     quantize,
+    robust,
     sets,
     supervised,
     talk,

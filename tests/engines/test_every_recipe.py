@@ -92,6 +92,8 @@ TINY: dict[str, Tiny] = {
     "toxicity-scorer": Tiny(lambda env: [f"data=labelled:{env['detox']['labelled']}", "data.part=[0,1]",
                                          "extra_test=[]", "reference_rtp=[]", "model.features=4096",
                                          "model.test_fraction=0.3"], stop_at=None),
+    "mavrl": Tiny(lambda env: ["data.domain=digits", "data.image_size=16", "model.width=8", "task.n_way=3",
+                               "task.meta_batch=2", "train.steps=6", "eval.tasks=2", "eval.attack_steps=2"]),
 }
 REGISTERED = [entry.name for entry in recipes()]
 
