@@ -20,11 +20,11 @@ from mltk.core.console import Reporter
 from mltk.core.device import resolve_device
 from mltk.core.errors import UsageError
 from mltk.core.seeding import derive_seed
-from mltk.data import DataSpec, load_split
 from mltk.engines.robust.attacks.autoattack import autoattack
 from mltk.engines.robust.attacks.budget import parse_fraction
 from mltk.engines.robust.attacks.classifier import CLASSIFIER_ATTACKS, AttackSettings, attack
 from mltk.nn.artifacts import load_classifier
+from mltk.nn.classifiers.evaluation_data import split_for
 
 ATTACK_NAMES = (*CLASSIFIER_ATTACKS, "autoattack")
 
@@ -62,16 +62,6 @@ def attack_settings(options: RobustOptions, name: str) -> AttackSettings:
     return settings
 
 
-def _data_spec(task: dict, request: EvalRequest, where: str) -> DataSpec:
-    if request.data:
-        return request.located(DataSpec(name=request.data))
-    stored = task.get("data")
-    if not stored:
-        raise UsageError(f"{where}: records no dataset", hint="pass --data NAME")
-    known = {f.name for f in dataclasses.fields(DataSpec)}
-    return request.located(DataSpec(**{k: v for k, v in stored.items() if k in known}))
-
-
 @register_protocol("robust", description="clean, PGD/FGSM and AutoAttack accuracy of any classifier "
                                          "(--attack pgd --eps 8/255 --steps 20 --restarts 1)")
 def robust_protocol(request: EvalRequest, reporter: Reporter) -> EvalResult:
@@ -79,14 +69,7 @@ def robust_protocol(request: EvalRequest, reporter: Reporter) -> EvalResult:
     names = parse_attacks(options.attack)
     settings = {name: attack_settings(options, name) for name in names}
     loaded = load_classifier(request.ref)
-    spec = _data_spec(loaded.task, request, loaded.source)
-    dataset = load_split(spec, request.split)
-    args = loaded.arch_args
-    expected = (args["in_channels"], args["image_size"], args["image_size"])
-    if tuple(dataset.image_shape) != expected:
-        raise UsageError(f"{loaded.source} takes {'x'.join(map(str, expected))} images, {spec.name} "
-                         f"has {'x'.join(map(str, dataset.image_shape))}",
-                         hint="evaluate on the dataset the model was trained for")
+    spec, dataset = split_for(loaded, request)
     count = len(dataset) if options.images <= 0 else min(options.images, len(dataset))
     device = resolve_device(request.device)
     model = loaded.model.to(device).eval()
@@ -104,7 +87,7 @@ def robust_protocol(request: EvalRequest, reporter: Reporter) -> EvalResult:
         clean_ok[rows] = correct.cpu()
         for name in names:
             survived[name][rows] = _survivors(model, images, labels, correct, name, settings[name], options,
-                                              args["num_classes"], start, generator).cpu()
+                                              loaded.arch_args["num_classes"], start, generator).cpu()
     metrics = {"clean_accuracy": clean_ok.double().mean().item()}
     robust = torch.stack([survived[name] for name in names if name != "autoattack"] or [clean_ok]).all(0)
     if "autoattack" in survived:
