@@ -191,6 +191,8 @@ def mog(steps: int = 400) -> dict:
 MODELNET_MODELS = {
     "umbc (SAB head)": ["model.kind=umbc", "train.element_dropout=0"],
     "umbc (SAB head) + element dropout 0.1": ["model.kind=umbc", "train.element_dropout=0.1"],
+    "umbc (SAB head), slot residual on (the earlier preset)": ["model.kind=umbc", "train.element_dropout=0",
+                                                               "model.slot_residual=true"],
     "deepsets (max)": ["model.kind=deepsets", "model.pooling=max", "train.grad_set_size=0",
                        "train.element_dropout=0"],
     "set transformer (ISAB)": ["model.kind=set-transformer", "model.head=isab", "train.grad_set_size=0",
