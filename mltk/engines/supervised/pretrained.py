@@ -72,7 +72,7 @@ def start_from(ref: str, *, num_classes: int, in_channels: int, image_size: int,
                if name in state and state[name].shape == tensor.shape and state[name].dtype == tensor.dtype}
     if not any(name in fitting for name, parameter in model.named_parameters() if parameter.dim() > 1):
         raise ArtifactError(f"init={ref}: none of its weights fits a {spec['arch']} for this task",
-                            hint="check model.options against the pretrained model's (`mltk show REF`)")
+                            hint="check init_options against the pretrained model's options (`mltk show REF`)")
     with torch.no_grad():
         for name, tensor in fitting.items():
             state[name].copy_(tensor)
