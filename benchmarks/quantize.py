@@ -64,7 +64,9 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 JSON_PATH = RESULTS / "quantize.json"
 MD_PATH = RESULTS / "quantize.md"
-CIFAR_ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "cifar10_train_jpg.zip"
+# MLTK_BENCH_CIFAR_ZIP: another copy of the zip, or a class-balanced part of it in the same layout
+CIFAR_ZIP = Path(os.environ.get("MLTK_BENCH_CIFAR_ZIP")
+                 or Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "cifar10_train_jpg.zip")
 
 # (label, extra arguments of `mltk quantize`); every W1/A1 run uses the same preset (budget)
 BINARY_VARIANTS = [
@@ -73,6 +75,12 @@ BINARY_VARIANTS = [
     ("bitat, identity transform", ["--method", "bitat", "bitat.transform=identity"]),
     ("bitat, pca transform", ["--method", "bitat", "bitat.transform=pca"]),
     ("bitat, learned transform (cayley)", ["--method", "bitat", "bitat.transform=learned"]),
+]
+# the same methods with every layer but the stem and the classifier binarized (no narrow-layer rule)
+FULLY_BINARIZED_VARIANTS = [
+    ("xnor, fully binarized", ["--method", "xnor", "quant.min_binary_channels=0"]),
+    ("bitat, identity transform, fully binarized", ["--method", "bitat", "bitat.transform=identity",
+                                                    "quant.min_binary_channels=0"]),
 ]
 NO_TRAINING_VARIANTS = [
     ("xnor, no training (calibration only)", ["--method", "xnor", "train.epochs=0"]),
@@ -299,12 +307,21 @@ def cifar_npz(work: Path, train_images: int) -> Path:
 
 
 def section_cifar10(work: Path, seeds: list[int], train_images: int, width: float, fp_epochs: int, save,
-                    jobs: int = 1) -> dict:
+                    jobs: int = 1, qat_epochs: int | None = None, variants: list[str] | None = None) -> dict:
+    """``qat_epochs`` overrides the preset's epochs for every method alike; ``variants`` picks labels of
+    BINARY_VARIANTS and FULLY_BINARIZED_VARIANTS (every BINARY_VARIANT by default)."""
+    import torch
+
     data = cifar_npz(work, train_images)
     fp_args = ["--preset", "cifar10-mobilenetv2", f"data=npz:{data}", f"model.options.width_mult={width}",
                f"train.epochs={fp_epochs}", "train.batch_size=64", "optim.lr=0.05"]
     section = {"float": train_float(work, f"mbv2-cifar10-{train_images}", fp_args), "runs": [],
-               "train_images": train_images, "test_images": 5000, "width_mult": width}
+               "train_images": train_images, "test_images": 5000, "width_mult": width, "qat_epochs": qat_epochs,
+               "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+               "zip_images": _zip_images()}
+    chosen = [(label, extra + ([f"train.epochs={qat_epochs}"] if qat_epochs else []))
+              for label, extra in BINARY_VARIANTS + FULLY_BINARIZED_VARIANTS
+              if (label in variants if variants else (label, extra) in BINARY_VARIANTS)]
     def with_other_seeds() -> dict:
         """The section plus the runs of other seeds of the same parent on disk (earlier or running processes)."""
         on_disk = json.loads(JSON_PATH.read_text()).get("cifar10", {}) if JSON_PATH.exists() else {}
@@ -315,9 +332,16 @@ def section_cifar10(work: Path, seeds: list[int], train_images: int, width: floa
             section["runs"].sort(key=lambda row: row["seed"])
         return section
 
-    quantize_runs(work, section["float"]["artifact"], "cifar10-cpu", BINARY_VARIANTS, seeds, "cifar10",
+    quantize_runs(work, section["float"]["artifact"], "cifar10-cpu", chosen, seeds, "cifar10",
                   section["runs"], lambda: save(with_other_seeds()), jobs)
     return with_other_seeds()
+
+
+def _zip_images() -> int:
+    import zipfile
+
+    with zipfile.ZipFile(CIFAR_ZIP) as archive:
+        return sum(name.endswith(".jpg") for name in archive.namelist())
 
 
 def section_size(work: Path, vector_dtypes: tuple[str, ...] = ("float32",)) -> dict:
@@ -729,10 +753,15 @@ def write_report(results: dict) -> None:
         out += [f"## {title}", "", note, ""] + _run_table(section) + [""] + _commands(section) + [""]
     if "cifar10" in results:
         section = results["cifar10"]
+        zip_images = section.get("zip_images", 50000)
+        source = "CIFAR-10 train JPEGs (../shared/data)" if zip_images == 50000 else \
+            f"A class-balanced {zip_images:,}-image part of the CIFAR-10 train JPEGs (../shared/data)"
         out += [f"## W1/A1 on CIFAR-10 (MobileNetV2, width {section['width_mult']}, stride-1 stem)", "",
-                f"CIFAR-10 train JPEGs (../shared/data): 5,000 held out as the test split, a seeded subset of "
+                f"Device: {section.get('device', 'cpu')}. "
+                f"{source}: 5,000 held out as the test split, a seeded subset of "
                 f"{section['train_images']:,} of the rest for training (both the float parent and QAT). "
-                "Every W1/A1 run uses `--preset cifar10-cpu` (5 epochs of QAT, the same for every method); "
+                f"Every W1/A1 run uses `--preset cifar10-cpu` ({section.get('qat_epochs') or 5} epochs of QAT, "
+                "the same for every method); "
                 "accuracy measured on the deployed network loaded back from the artifact, float shortcuts on."
                 + _last_epoch_range(section) + " Training accuracy by epoch, seed 0: "
                 + "; ".join(f"{row['variant']} " + " -> ".join(f"{100 * a:.1f}" for a in row["train_accuracy_by_epoch"])
@@ -845,6 +874,9 @@ def main() -> None:
     parser.add_argument("--fp-lr", type=float, default=0.05, help="--section digits-width: the float parent's lr")
     parser.add_argument("--cifar-train", type=int, default=8000)
     parser.add_argument("--cifar-width", type=float, default=0.5)
+    parser.add_argument("--cifar-epochs", type=int, default=None, help="--section cifar10: QAT epochs (every method)")
+    parser.add_argument("--cifar-variants", nargs="+", default=None,
+                        help="--section cifar10: labels of BINARY_VARIANTS / FULLY_BINARIZED_VARIANTS")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--vector-dtype", nargs="+", default=["float32", "float16"],
                         help="--section size: quant.vector_dtype values to measure")
@@ -883,7 +915,8 @@ def main() -> None:
             results["diagnose-kinds"] = section_diagnose_kinds(args.work, args.diagnose_steps)
         elif args.section == "cifar10":
             results["cifar10"] = section_cifar10(args.work, args.seeds, args.cifar_train, args.cifar_width,
-                                                 args.fp_epochs, save, args.jobs)
+                                                 args.fp_epochs, save, args.jobs, args.cifar_epochs,
+                                                 args.cifar_variants)
         elif args.section == "digits-width":
             results["digits-width"] = section_digits_width(args.work, args.digits_width, args.width_variants,
                                                            args.seeds, save, args.jobs, args.fp_epochs, args.fp_lr)

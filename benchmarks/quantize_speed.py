@@ -1,4 +1,4 @@
-"""Speed of W1/A1 MobileNetV2 on a CPU: a QAT step against a float training step, and deployed latency.
+"""Speed of W1/A1 MobileNetV2: a QAT step against a float training step, and deployed latency.
 
 Issue 13's "Speed" item, measured in one process with one thread
 (``torch.set_num_threads(1)``), MobileNetV2 (stride-1 stem) at width 0.5 and
@@ -24,6 +24,9 @@ to the deployed layers) in benchmarks/results/quantize_speed.json; the .md is
 rewritten from every run filed there:
 
     python benchmarks/quantize_speed.py --label after
+
+``--device cuda`` times the same on a GPU (all threads, CUDA synchronised
+around every timed call; ``--batch`` for a GPU-sized batch).
 """
 
 from __future__ import annotations
@@ -76,7 +79,8 @@ def float_network(width: float, channels: int, size: int) -> torch.nn.Module:
                        width_mult=width, stem_stride=1)
 
 
-def training_form(parent: torch.nn.Module, method: str, channels: int, size: int) -> tuple[torch.nn.Module, dict]:
+def training_form(parent: torch.nn.Module, method: str, channels: int, size: int,
+                  device: torch.device = torch.device("cpu")) -> tuple[torch.nn.Module, dict]:
     """``parent``'s QAT form as ``mltk quantize`` builds it, every layer switched on (the schedule's end)."""
     cfg = QuantizeConfig(quant=QuantSpec(method=method))
     settings = method_settings(cfg)
@@ -89,6 +93,7 @@ def training_form(parent: torch.nn.Module, method: str, channels: int, size: int
                               refine_iters=cfg.bitat.refine_iters, learned_max_dim=cfg.bitat.learned_max_dim,
                               ste=settings.ste, learn_step=settings.learn_step)
     to_training_form(student, plan, options)
+    student.to(device)  # the quantizers' parameters are made on the CPU
     layers, gates = quantized_layers(student, plan), gated_activations_of(student, plan)
     for layer in layers:  # inputs first, then the weights, calibrated on the quantized inputs (recipe.py)
         layer.act_on.fill_(True)
@@ -96,19 +101,19 @@ def training_form(parent: torch.nn.Module, method: str, channels: int, size: int
         gate.on.fill_(True)
     calibration = torch.randint(0, 256, (256, channels, size, size), dtype=torch.uint8,
                                 generator=torch.Generator().manual_seed(1))
-    calibrate_layers(student, layers, calibration, batch_size=128, device=torch.device("cpu"))
+    calibrate_layers(student, layers, calibration, batch_size=128, device=device)
     for layer in layers:
         layer.weight_on.fill_(True)
     return student.train(), plan
 
 
 def deployed_form(parent: torch.nn.Module, student: torch.nn.Module, plan: dict) -> torch.nn.Module:
-    deployed = build_from_spec(parent.spec)
+    deployed = build_from_spec(parent.spec).to(next(parent.parameters()).device)
     to_deployed_form(deployed, plan)
     student.eval()
     fill_deployed(deployed, student, plan)
     student.train()
-    return deployed.eval()
+    return deployed.to(next(parent.parameters()).device).eval()  # the deployed buffers are made on the CPU
 
 
 def step_function(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
@@ -131,28 +136,39 @@ def step_function(model: torch.nn.Module, images: torch.Tensor, labels: torch.Te
     return step
 
 
+def _synchronize() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def median_seconds(functions: dict, repeats: int) -> dict[str, float]:
-    """Median seconds per call of each function, all of them called in turn in every repeat (one warm-up)."""
+    """Median seconds per call of each function, all of them called in turn in every repeat (one warm-up).
+
+    On a GPU the queue is drained before and after each call, so a call's time is its own work.
+    """
     times = {name: [] for name in functions}
     for function in functions.values():
         function()
     for _ in range(repeats):
         for name, function in functions.items():
+            _synchronize()
             start = time.perf_counter()
             function()
+            _synchronize()
             times[name].append(time.perf_counter() - start)
     return {name: sorted(own)[len(own) // 2] for name, own in times.items()}
 
 
-def measure(width: float, data: str, step_repeats: int, latency_repeats: int) -> dict:
+def measure(width: float, data: str, step_repeats: int, latency_repeats: int,
+            device: torch.device = torch.device("cpu"), batch_size: int = BATCH) -> dict:
     channels, size = INPUTS[data]
     generator = torch.Generator().manual_seed(0)
-    images = torch.rand(BATCH, channels, size, size, generator=generator)
-    labels = torch.randint(0, CLASSES, (BATCH,), generator=generator)
-    parent = float_network(width, channels, size)
+    images = torch.rand(batch_size, channels, size, size, generator=generator).to(device)
+    labels = torch.randint(0, CLASSES, (batch_size,), generator=generator).to(device)
+    parent = float_network(width, channels, size).to(device)
     teacher = copy.deepcopy(parent).eval()
     kd_weight = QuantizeConfig().kd.weight
-    students = {label: training_form(parent, method, channels, size) for label, method in METHODS.items()}
+    students = {label: training_form(parent, method, channels, size, device) for label, method in METHODS.items()}
     plan = students["bitat, pca"][1]
     binary = len(plan["layers"])
     float_layers = len(plan["full_precision"])
@@ -165,15 +181,17 @@ def measure(width: float, data: str, step_repeats: int, latency_repeats: int) ->
     step_s = median_seconds(steps, step_repeats)
 
     deployed = {"float": copy.deepcopy(parent).eval()}
+    latency_batches = (1, batch_size)
     for label, (student, student_plan) in students.items():
         deployed[label] = deployed_form(parent, student, student_plan)
     latency = {}
     with torch.no_grad():
-        for batch in (1, BATCH):
+        for batch in latency_batches:
             x = images[:batch]
             calls = {label: (lambda model=model, x=x: model(x)) for label, model in deployed.items()}
             latency[batch] = median_seconds(calls, latency_repeats if batch > 1 else 4 * latency_repeats)
-    return {"width": width, "data": data, "input": f"{size}x{size}x{channels}", "binary_layers": binary,
+    return {"width": width, "data": data, "input": f"{size}x{size}x{channels}", "batch": batch_size,
+            "binary_layers": binary,
             "float_layers": float_layers, "kd_weight": kd_weight,
             "step_s": step_s, "step_ratio": {k: v / step_s["float"] for k, v in step_s.items() if k != "float"},
             "latency_ms": {str(b): {k: 1000 * v for k, v in t.items()} for b, t in latency.items()},
@@ -240,18 +258,20 @@ def compare_previous(width: float, data: str, repeats: int) -> dict:
     return row
 
 
-def machine() -> str:
-    """The CPU's model name and count (platform.processor() is empty on Linux)."""
+def machine(device: torch.device = torch.device("cpu")) -> str:
+    """The CPU's model name and count (platform.processor() is empty on Linux), and the GPU timed on if any."""
     cpuinfo = Path("/proc/cpuinfo")
     names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
              if line.startswith("model name")] if cpuinfo.exists() else []
+    gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
     return f"{platform.machine()}, {names[0] if names else platform.processor() or 'unknown CPU'}, " \
-           f"{os.cpu_count()} CPUs"
+           f"{os.cpu_count()} CPUs{gpu}"
 
 
 def write_report(results: dict) -> None:
-    lines = ["# W1/A1 MobileNetV2: QAT step and deployed latency on a CPU (`benchmarks/quantize_speed.py`)", "",
-             "Issue 13, item 3 (Speed). One process, one thread (`torch.set_num_threads(1)`), random inputs, "
+    lines = ["# W1/A1 MobileNetV2: QAT step and deployed latency (`benchmarks/quantize_speed.py`)", "",
+             "Issue 13, item 3 (Speed). One process, one thread on a CPU (`torch.set_num_threads(1)`; a GPU run "
+             "says so in its machine line), random inputs, "
              "MobileNetV2 with the stride-1 stem, 10 classes, the default plan (`quant.min_binary_channels=32`, "
              "float shortcuts). Forms timed in turn within every repeat; medians. Goals: QAT step at most 1.5x "
              "the float step; deployed latency at most 1.0x the float network.", "",
@@ -267,7 +287,7 @@ def write_report(results: dict) -> None:
                   f"{run['latency_repeats']} (x4 at batch 1).", ""]
         if run.get("note"):
             lines += [run["note"], ""]
-        lines += ["### (a) one optimizer step, batch 64", "",
+        lines += [f"### (a) one optimizer step, batch {run['rows'][0].get('batch', BATCH)}", "",
                   "| width | input | binary / float layers | float (s) | xnor (s) | bitat, pca (s) | "
                   "bitat, no teacher (s) | xnor / float | bitat / float | bitat, no teacher / float |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
@@ -313,6 +333,8 @@ def main() -> None:
     parser.add_argument("--data", nargs="+", default=list(INPUTS), choices=list(INPUTS))
     parser.add_argument("--step-repeats", type=int, default=5)
     parser.add_argument("--latency-repeats", type=int, default=15)
+    parser.add_argument("--device", default="cpu", help="cpu (one thread) or cuda")
+    parser.add_argument("--batch", type=int, default=BATCH)
     parser.add_argument("--report", action="store_true", help="only rewrite the .md from the .json")
     parser.add_argument("--previous", action="store_true",
                         help="only compare the deployed layers' previous forwards with the current ones")
@@ -325,16 +347,18 @@ def main() -> None:
         RESULTS.mkdir(exist_ok=True)
         JSON_PATH.write_text(json.dumps(results, indent=1) + "\n")
     elif not args.report:
-        torch.set_num_threads(1)
+        device = torch.device(args.device)
+        if device.type == "cpu":
+            torch.set_num_threads(1)
         rows = []
         for width in args.widths:
             for data in args.data:
-                row = measure(width, data, args.step_repeats, args.latency_repeats)
+                row = measure(width, data, args.step_repeats, args.latency_repeats, device, args.batch)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
         results["runs"][args.label] = {
             "command": shlex.join(["python", "benchmarks/quantize_speed.py", *sys.argv[1:]]), "note": args.note,
-            "machine": machine(),
+            "machine": machine(device),
             "torch": torch.__version__, "step_repeats": args.step_repeats, "latency_repeats": args.latency_repeats,
             "rows": rows, "settings": dataclasses.asdict(QuantizeConfig().quant)}
         RESULTS.mkdir(exist_ok=True)

@@ -135,7 +135,7 @@ def finetune(encoder: LoadedEncoder, train: ImageDataset, test: ImageDataset, *,
             reporter.info(f"finetune epoch {epoch + 1}/{options.epochs}  loss {float(loss_sum) / per_epoch:.4g}  "
                           f"lr {lr:.3g}  [{time.perf_counter() - started:.1f}s]")
             loss_sum.zero_()
-    scores = evaluate_classifier(model, test, batch_size=eval_batch_size, device=device, amp=amp)
+    scores = evaluate_classifier(model, test, batch_size=eval_batch_size, device=device)
     metrics = {"accuracy": scores["accuracy"], "loss": scores["loss"]}
     saved = _save(model, options, encoder, train, data_spec, metrics) if options.save else None
     return FinetuneResult(metrics=metrics, train_images=len(labels), saved=saved)

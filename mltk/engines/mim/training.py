@@ -108,7 +108,6 @@ class PretrainRecipe(StepTask):
         self.optimizer = make_optimizer(self.student, self.peak_lr, cfg.optim)
         self.loop = StepLoop(ctx, settings=cfg.train, seed=cfg.seed, total_steps=self.total_steps,
                              description=ctx.recipe, grad_clip=cfg.optim.grad_clip)
-        self.amp = self.loop.amp
         self.loop.restore(self)
         # Datasets up to DEVICE_DATA_BYTES live on the device (one copy instead of one per step); larger
         # ones stay in host memory and each step moves its batch.
@@ -232,16 +231,16 @@ class PretrainRecipe(StepTask):
         test = self.splits.test
         chosen = subset_indices(len(test), cfg.eval.test_images, cfg.seed)
         scores = {"test_recon_loss": reconstruction_loss(model, test.images[chosen], batch_size=cfg.eval.batch_size,
-                                                         device=device, amp=self.amp)}
+                                                         device=device)}
         if cfg.eval.knn_train_images > 0:
             train = self.splits.train
             memory = subset_indices(len(train), cfg.eval.knn_train_images, cfg.seed)
             was_training = model.training
             model.eval()
             train_features = extract_features(model.features, train.images[memory], batch_size=cfg.eval.batch_size,
-                                              device=device, amp=self.amp)
+                                              device=device)
             test_features = extract_features(model.features, test.images[chosen], batch_size=cfg.eval.batch_size,
-                                             device=device, amp=self.amp)
+                                             device=device)
             model.train(was_training)
             predicted = knn_predict(train_features, train.labels[memory], test_features,
                                     num_classes=train.num_classes, k=cfg.eval.knn_k,

@@ -159,7 +159,8 @@ def _forward_order(model: nn.Module, image_shape: tuple[int, int, int]
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(1, *image_shape))
+            first = next(model.parameters(), None)  # trace on the model's device (it may already be on a GPU)
+            model(torch.zeros(1, *image_shape, device=first.device if first is not None else None))
     finally:
         for handle in handles:
             handle.remove()

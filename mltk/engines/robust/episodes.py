@@ -49,7 +49,7 @@ def sample_task(pool: ClassPool, *, n_way: int, k_shot: int, queries: int, gener
         rows = members[torch.randperm(len(members), generator=generator)[:k_shot + queries]]
         support.append(rows[:k_shot])
         query.append(rows[k_shot:])
-    labels = torch.arange(n_way)
+    labels = torch.arange(n_way, device=pool.images.device)  # the pool may already sit on the GPU
     return Task(pool.images[torch.cat(support)], labels.repeat_interleave(k_shot),
                 pool.images[torch.cat(query)], labels.repeat_interleave(queries), [pool.names[c] for c in classes])
 

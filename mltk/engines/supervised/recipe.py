@@ -103,7 +103,6 @@ class SupervisedRecipe(StepTask):
         self.optimizer = _make_optimizer(self.model, cfg)
         self.loop = StepLoop(ctx, settings=cfg.train, seed=cfg.seed, total_steps=self.total_steps,
                              description="train", grad_clip=cfg.optim.grad_clip)
-        self.amp = self.loop.amp
         self.loop.restore(self)
         # Small datasets live on the device: one copy instead of one per step.
         self.train_images = train.images.to(ctx.device)
@@ -171,7 +170,7 @@ class SupervisedRecipe(StepTask):
 
     def _evaluate(self, dataset) -> dict:
         return evaluate_classifier(self.model, dataset, batch_size=self.cfg.train.eval_batch_size,
-                                   device=self.ctx.device, dist=self.ctx.dist, amp=self.amp)
+                                   device=self.ctx.device, dist=self.ctx.dist)
 
     def evaluate(self) -> dict:
         test = self._evaluate(self.splits.test)

@@ -1,4 +1,8 @@
-"""Accuracy and loss of a classifier on a labelled image set."""
+"""Accuracy and loss of a classifier on a labelled image set.
+
+Always in float32, whatever precision the model trained in, so that the
+figures a run reports at its end are the ones ``mltk eval`` gives its artifact.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,12 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from mltk.core.device import autocast
 from mltk.core.distributed import DistInfo, all_reduce_sum
 
 
 @torch.no_grad()
 def evaluate_classifier(model: torch.nn.Module, dataset, *, batch_size: int, device: torch.device,
-                        dist: DistInfo | None = None, amp: torch.dtype | None = None,
+                        dist: DistInfo | None = None,
                         on_batch: Callable[[int], object] | None = None) -> dict:
     """{"accuracy", "loss", "count"} of ``model`` on ``dataset`` (uint8 images [N, C, H, W], labels [N]).
 
@@ -33,8 +36,7 @@ def evaluate_classifier(model: torch.nn.Module, dataset, *, batch_size: int, dev
         end = min(stop, begin + batch_size)
         images = dataset.images[begin:end].to(device).float().div_(255)
         labels = dataset.labels[begin:end].to(device)
-        with autocast(device, amp):
-            logits = model(images)
+        logits = model(images)
         sums[0] += (logits.argmax(1) == labels).sum()
         sums[1] += F.cross_entropy(logits.float(), labels, reduction="sum")
         sums[2] += end - begin

@@ -3,6 +3,9 @@ and the held-out reconstruction error of a masked auto-encoder.
 
 Shared by the recipes' end-of-training ``evaluate()`` and the ``knn`` /
 ``linear-probe`` protocols, so both report the same numbers for the same model.
+Always in float32, whatever precision the model trained in: under mixed
+precision the end-of-training figures would otherwise differ from what
+``mltk eval`` reports for the same artifact.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mltk.core.device import autocast
 from mltk.core.seeding import generator
 from mltk.nn.encoders.mae import MaskedAutoencoder, random_permutation
 
@@ -22,13 +24,12 @@ RECON_MASK_SEED = 0x5EC0  # the held-out masks are the same for every model and 
 
 @torch.no_grad()
 def extract_features(features: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, *,
-                     batch_size: int, device: torch.device, amp: torch.dtype | None = None) -> torch.Tensor:
+                     batch_size: int, device: torch.device) -> torch.Tensor:
     """uint8 images [N, C, S, S] -> float32 features [N, D] on the CPU."""
     out = []
     for begin in range(0, len(images), batch_size):
         batch = images[begin:begin + batch_size].to(device).float().div_(255)
-        with autocast(device, amp):
-            out.append(features(batch).float().cpu())
+        out.append(features(batch).float().cpu())
     return torch.cat(out)
 
 
@@ -76,7 +77,7 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_
 
 @torch.no_grad()
 def reconstruction_loss(model: MaskedAutoencoder, images: torch.Tensor, *, batch_size: int,
-                        device: torch.device, amp: torch.dtype | None = None) -> float:
+                        device: torch.device) -> float:
     """Masked-patch loss on ``images`` (uint8 [N, C, S, S]) with masks fixed by RECON_MASK_SEED."""
     was_training = model.training
     model.eval()
@@ -84,8 +85,7 @@ def reconstruction_loss(model: MaskedAutoencoder, images: torch.Tensor, *, batch
     total, masked = 0.0, 0.0
     for begin in range(0, len(images), batch_size):
         batch = images[begin:begin + batch_size].to(device).float().div_(255)
-        with autocast(device, amp):
-            out = model(batch, permutation[begin:begin + batch_size].to(device))
+        out = model(batch, permutation[begin:begin + batch_size].to(device))
         per_patch = (out.pred.float() - out.target.float()).pow(2).mean(dim=-1)
         total += float((per_patch * out.mask).sum())
         masked += float(out.mask.sum())
