@@ -171,7 +171,7 @@ class StyleTalkerModel(nn.Module):
             pose = self.pose_latents(frames)
             audio = self.audio_encoder(mels)
         mean, log_sigma = self.posterior(pose - w_id[:, None], audio)
-        motion = sample_posterior(mean, log_sigma)
+        motion = sample_posterior(mean, log_sigma, batch.get("posterior_noise"))
         identity = w_id[:, None].expand(-1, motion.shape[1], -1, -1)
         posed = identity + self.motion_edit(motion, identity)
         latent_loss = F.mse_loss(posed, pose)

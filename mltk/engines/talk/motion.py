@@ -50,9 +50,11 @@ class MotionEdit(LatentEdit):
     """``Δ_mot(m_t, w_id)``: motion latents [..., M] -> a W+ edit of the identity latent."""
 
 
-def sample_posterior(mean: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
-    """The reparameterised draw m = mu + sigma * eps (eps from the step's seeded global generator)."""
-    return mean + torch.exp(log_sigma) * torch.randn_like(mean)
+def sample_posterior(mean: torch.Tensor, log_sigma: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """The reparameterised draw m = mu + sigma * eps: eps is ``noise`` when given (training passes each rank its
+    slice of the global batch's draw), else from the global generator."""
+    eps = torch.randn_like(mean) if noise is None else noise.to(mean.device, mean.dtype)
+    return mean + torch.exp(log_sigma) * eps
 
 
 def monte_carlo_kl(motion: torch.Tensor, mean: torch.Tensor, log_sigma: torch.Tensor,

@@ -10,9 +10,9 @@ One step counter runs three stages in order (``config.py``)::
 
 Each stage has its own Adam (checkpointed by name) and trains only its own
 parameters (``StyleTalkerModel.train_only``). A step's frames, windows and
-negatives are drawn from generators seeded by (seed, step), the whole global
-batch on every rank, each rank taking its slice; the posterior's noise comes
-from the loop's per-step seed. So a resumed run ends bit-identical (on CPU) to
+negatives, and the posterior's noise, are drawn from generators seeded by
+(seed, step), the whole global batch on every rank, each rank taking its
+slice. So a resumed run ends bit-identical (on CPU) to
 an uninterrupted one, and the losses are means of per-sample terms (negatives
 come from the sample's own clip), which DDP's gradient averaging keeps equal to
 one process's.
@@ -41,7 +41,7 @@ from mltk.engines.talk.sync_discriminator import shifted_frames
 
 PRIMARY_METRIC = "held_out_sync_accuracy"
 # Purposes of the seeded generators, so no two draws of a step share a stream.
-_FRAMES, _NEGATIVES, _REFERENCES, _SEQUENCES = 1, 2, 3, 4
+_FRAMES, _NEGATIVES, _REFERENCES, _SEQUENCES, _POSTERIOR = 1, 2, 3, 4, 5
 
 
 class ClipBank:
@@ -190,13 +190,16 @@ class StyleTalkerRecipe(StepTask):
             m = cfg.motion
             clips, starts = bank.sequences(m.batch_size, m.seq_len, generator(seed, step, _SEQUENCES))
             references = bank.references(clips, generator(seed, step, _REFERENCES))
+            noise = torch.randn(m.batch_size, m.seq_len, self.model.spec.motion_dim,
+                                generator=generator(seed, step, _POSTERIOR))
             mine = self._slice(m.batch_size)
             clips, starts, references = clips[mine], starts[mine], references[mine]
             spans = [torch.arange(int(s), int(s) + m.seq_len) for s in starts]
             batch = {"frames": torch.stack([bank.faces(int(c), span) for c, span in zip(clips, spans, strict=True)]),
                      "mels": torch.stack([bank.clips[int(c)].mels[span] for c, span in zip(clips, spans, strict=True)]),
                      "reference": torch.cat([bank.faces(int(c), r[None])
-                                             for c, r in zip(clips, references, strict=True)])}
+                                             for c, r in zip(clips, references, strict=True)]),
+                     "posterior_noise": noise[mine]}
         return {key: value.to(device) for key, value in batch.items()}
 
     def log_due(self, done: int) -> bool:
