@@ -127,6 +127,29 @@ class StepTask(abc.ABC):
         """Restore a checkpoint's model and task state, before its optimizers are loaded."""
 
 
+class OneModelTask(StepTask):
+    """A task that trains one module, ``self.model``, with one optimizer, ``self.optimizer``, through
+    ``self.loop``: the model is what DDP wraps and what a checkpoint stores."""
+
+    optimizer_name = "model"  # the optimizer's state is checkpointed under this name
+
+    def train(self) -> None:
+        self.model.train()
+        self.loop.run(self)
+
+    def forward_module(self) -> torch.nn.Module:
+        return self.model
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {self.optimizer_name: self.optimizer}
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return self.model.state_dict()
+
+    def load_state(self, model_state: dict[str, torch.Tensor], trainer_state: dict) -> None:
+        self.model.load_state_dict(model_state)
+
+
 class StepLoop:
     def __init__(self, ctx, *, settings: LoopSettings, seed: int, total_steps: int, description: str,
                  grad_clip: float = 0.0):

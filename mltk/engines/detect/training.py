@@ -23,7 +23,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from mltk.core.loop import StepLoop, StepOutput, StepTask
+from mltk.core.loop import OneModelTask, StepLoop, StepOutput
 from mltk.core.registry import ArtifactRecord
 from mltk.core.run_recipe import RunContext
 from mltk.core.seeding import seed_everything
@@ -88,7 +88,7 @@ def evaluate_regions(model: OrientedDetector, regions: list[Region], *, patch_si
             "ground_truth": scored.to_dict()["ground_truth"]}
 
 
-class DetectorTraining(StepTask):
+class DetectorTraining(OneModelTask):
     """The recipe side of the step loop for either detector recipe (the config decides the graph)."""
 
     def __init__(self, cfg: OrientedRcnnConfig, ctx: RunContext):
@@ -137,16 +137,6 @@ class DetectorTraining(StepTask):
 
     # ------------------------------------------------------------ the loop's StepTask
 
-    def train(self) -> None:
-        self.model.train()
-        self.loop.run(self)
-
-    def forward_module(self) -> torch.nn.Module:
-        return self.model
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"model": self.optimizer}
-
     def learning_rate(self, step: int) -> float:
         o = self.cfg.optim
         return learning_rate(step, total_steps=self.total_steps, base_lr=o.lr, warmup_steps=o.warmup_steps,
@@ -188,12 +178,6 @@ class DetectorTraining(StepTask):
 
     def log_due(self, done: int) -> bool:
         return done % self.cfg.train.log_every == 0
-
-    def model_state(self) -> dict[str, torch.Tensor]:
-        return self.model.state_dict()
-
-    def load_state(self, model_state: dict[str, torch.Tensor], trainer_state: dict) -> None:
-        self.model.load_state_dict(model_state)
 
     # ------------------------------------------------------------ results
 

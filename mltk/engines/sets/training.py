@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from mltk.core.errors import ConfigError
-from mltk.core.loop import StepLoop, StepOutput, StepTask
+from mltk.core.loop import OneModelTask, StepLoop, StepOutput
 from mltk.core.registry import ArtifactRecord
 from mltk.core.run_recipe import RunContext
 from mltk.core.seeding import generator as seeded_generator
@@ -51,7 +51,7 @@ def model_spec(cfg: UmbcConfig, *, dim_in: int, classes: int) -> SetModelSpec:
     return SetModelSpec(dim_in=dim_in, outputs=outputs, out_features=features, **dataclasses.asdict(cfg.model))
 
 
-class SetTraining(StepTask):
+class SetTraining(OneModelTask):
     throughput_name = "sets_per_s"
 
     def __init__(self, cfg: UmbcConfig, ctx: RunContext):
@@ -93,16 +93,6 @@ class SetTraining(StepTask):
 
     # ------------------------------------------------------------ the loop's StepTask
 
-    def train(self) -> None:
-        self.model.train()
-        self.loop.run(self)
-
-    def forward_module(self) -> torch.nn.Module:
-        return self.model
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"model": self.optimizer}
-
     def learning_rate(self, step: int) -> float:
         o = self.cfg.optim
         return o.lr * (0.1 if step >= int(o.decay_at * self.cfg.train.steps) else 1.0)
@@ -136,12 +126,6 @@ class SetTraining(StepTask):
 
     def log_due(self, done: int) -> bool:
         return done % self.cfg.train.log_every == 0
-
-    def model_state(self) -> dict[str, torch.Tensor]:
-        return self.model.state_dict()
-
-    def load_state(self, model_state: dict[str, torch.Tensor], trainer_state: dict) -> None:
-        self.model.load_state_dict(model_state)
 
     # ------------------------------------------------------------ results
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from mltk.core.catalog import register_recipe
 from mltk.core.config import config_hash, to_dict
-from mltk.core.loop import StepLoop, StepOutput, StepTask
+from mltk.core.loop import OneModelTask, StepLoop, StepOutput
 from mltk.core.registry import ArtifactRecord
 from mltk.core.run_recipe import RunContext
 from mltk.core.seeding import generator, seed_everything
@@ -56,7 +56,7 @@ def learning_rate(step: int, *, total_steps: int, steps_per_epoch: int, base_lr:
 
 @register_recipe("supervised", config=SupervisedConfig, default_preset="digits",
                  description="train an image classifier (ConvNet, CIFAR ResNets, MobileNetV2) with cross-entropy")
-class SupervisedRecipe(StepTask):
+class SupervisedRecipe(OneModelTask):
     def __init__(self, cfg: SupervisedConfig, ctx: RunContext):
         self.cfg = cfg
         self.ctx = ctx
@@ -111,16 +111,6 @@ class SupervisedRecipe(StepTask):
 
     # ------------------------------------------------------------ training (the loop's StepTask)
 
-    def train(self) -> None:
-        self.model.train()
-        self.loop.run(self)
-
-    def forward_module(self) -> torch.nn.Module:
-        return self.model
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"model": self.optimizer}
-
     def learning_rate(self, step: int) -> float:
         o = self.cfg.optim
         return learning_rate(step, total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
@@ -159,12 +149,6 @@ class SupervisedRecipe(StepTask):
 
     def progress_fields(self, step: int) -> dict:
         return {"epoch": step // self.steps_per_epoch + 1}
-
-    def model_state(self) -> dict[str, torch.Tensor]:
-        return self.model.state_dict()
-
-    def load_state(self, model_state: dict[str, torch.Tensor], trainer_state: dict) -> None:
-        self.model.load_state_dict(model_state)
 
     # ------------------------------------------------------------ results
 
