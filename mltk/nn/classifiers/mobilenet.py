@@ -96,6 +96,15 @@ def mobilenet_v2(
     return net
 
 
+def _mobilenet_v3(variant: str, num_classes: int, in_channels: int, *, width_mult: float, stem_stride: int,
+                  dropout: float) -> EmbeddingMobileNetV3:
+    _check_options(variant, width_mult=width_mult, stem_stride=stem_stride, dropout=dropout)
+    from mltk.nn.classifiers.mobilenet_networks import EmbeddingMobileNetV3
+
+    net = EmbeddingMobileNetV3(variant=variant, num_classes=num_classes, width_mult=width_mult, dropout=dropout)
+    return _with_stem(net, in_channels=in_channels, stem_stride=stem_stride)
+
+
 @register_arch(
     "mobilenet_v3_small",
     description=f"torchvision MobileNetV3-Small, 2.5M params at 1000 classes; {STEM_HELP}",
@@ -110,18 +119,8 @@ def mobilenet_v3_small(
     stem_stride: int = 2,
     dropout: float = 0.2,
 ) -> EmbeddingMobileNetV3:
-    _check_options(
-        "mobilenet_v3_small", width_mult=width_mult, stem_stride=stem_stride, dropout=dropout
-    )
-    from mltk.nn.classifiers.mobilenet_networks import EmbeddingMobileNetV3
-
-    net = EmbeddingMobileNetV3(
-        variant="mobilenet_v3_small",
-        num_classes=num_classes,
-        width_mult=width_mult,
-        dropout=dropout,
-    )
-    return _with_stem(net, in_channels=in_channels, stem_stride=stem_stride)
+    return _mobilenet_v3("mobilenet_v3_small", num_classes, in_channels, width_mult=width_mult,
+                         stem_stride=stem_stride, dropout=dropout)
 
 
 @register_arch(
@@ -138,15 +137,5 @@ def mobilenet_v3_large(
     stem_stride: int = 2,
     dropout: float = 0.2,
 ) -> EmbeddingMobileNetV3:
-    _check_options(
-        "mobilenet_v3_large", width_mult=width_mult, stem_stride=stem_stride, dropout=dropout
-    )
-    from mltk.nn.classifiers.mobilenet_networks import EmbeddingMobileNetV3
-
-    net = EmbeddingMobileNetV3(
-        variant="mobilenet_v3_large",
-        num_classes=num_classes,
-        width_mult=width_mult,
-        dropout=dropout,
-    )
-    return _with_stem(net, in_channels=in_channels, stem_stride=stem_stride)
+    return _mobilenet_v3("mobilenet_v3_large", num_classes, in_channels, width_mult=width_mult,
+                         stem_stride=stem_stride, dropout=dropout)
