@@ -38,12 +38,14 @@ class Result:
 
 @pytest.fixture
 def mltk_env(tmp_path, monkeypatch):
-    """MLTK_HOME, MLTK_RUNS and MLTK_DATA inside tmp_path; CI mode (no progress bars)."""
+    """MLTK_HOME, MLTK_RUNS and MLTK_DATA inside tmp_path; CI mode (no progress bars); stdout a pipe of no
+    declared width (a COLUMNS exported by the developer's shell would make tables fit it)."""
     env = {"MLTK_HOME": str(tmp_path / "home"), "MLTK_RUNS": str(tmp_path / "runs"),
            "MLTK_DATA": str(tmp_path / "data"), "CI": "1"}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.delenv("MLTK_DEBUG", raising=False)
+    for key in ("MLTK_DEBUG", "COLUMNS"):
+        monkeypatch.delenv(key, raising=False)
     return tmp_path
 
 
