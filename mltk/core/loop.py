@@ -128,8 +128,8 @@ class StepTask(abc.ABC):
 
 
 class OneModelTask(StepTask):
-    """A task that trains one module, ``self.model``, with one optimizer, ``self.optimizer``, through
-    ``self.loop``: the model is what DDP wraps and what a checkpoint stores."""
+    """A task that trains one module, ``self.model``, through ``self.loop``: the model is what DDP wraps and
+    what a checkpoint stores; its optimizer is ``self.optimizer`` unless the task names several."""
 
     optimizer_name = "model"  # the optimizer's state is checkpointed under this name
 

@@ -26,7 +26,7 @@ import torch
 
 from mltk.core.catalog import register_recipe
 from mltk.core.errors import UsageError
-from mltk.core.loop import StepLoop, StepOutput, StepTask
+from mltk.core.loop import OneModelTask, StepLoop, StepOutput
 from mltk.core.registry import ArtifactRecord
 from mltk.core.run_recipe import RunContext
 from mltk.core.seeding import generator, seed_everything
@@ -78,7 +78,7 @@ class ClipBank:
 @register_recipe("styletalker", config=StyleTalkerConfig, default_preset="cpu",
                  description="StyleTalker: one-shot audio-driven talking heads (arXiv 2208.10922); "
                              "used by `mltk talk`")
-class StyleTalkerRecipe(StepTask):
+class StyleTalkerRecipe(OneModelTask):
     def __init__(self, cfg: StyleTalkerConfig, ctx: RunContext):
         self.cfg = cfg
         self.ctx = ctx
@@ -124,13 +124,6 @@ class StyleTalkerRecipe(StepTask):
         return next(stage for stage, end in zip(STAGES, self.boundaries, strict=True) if step < end)
 
     # ------------------------------------------------------------ the loop's StepTask
-
-    def train(self) -> None:
-        self.model.train()
-        self.loop.run(self)
-
-    def forward_module(self) -> torch.nn.Module:
-        return self.model
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return self._optimizers
