@@ -6,6 +6,8 @@ benchmarks/results/robust.md is written by hand from it.
     python benchmarks/robust.py speed                       # PGD vs torchattacks; MAVRL vs AQ step cost
     python benchmarks/robust.py fewshot --seeds 0 --steps 100 --tasks 50
     python benchmarks/robust.py masking --seeds 0 --tasks 20 # needs the fewshot run's artifacts
+    python benchmarks/robust.py fewshot --seeds 0 --tasks 600 --reuse --domains mnist  # more tasks, same models
+    python benchmarks/robust.py summary --tasks 50          # mean and spread over the seeds, as markdown
 
 Data: the shared data folder (--data-dir, default ../shared/data next to the repository): Omniglot's
 background zips for meta-training, Omniglot's held-out characters, MNIST test, USPS and DTD for the tests.
@@ -155,18 +157,25 @@ def fewshot(args) -> None:
     pools = _pools(args)
     attack = AttackSettings(name="pgd", eps=8 / 255, step_size=2 / 255, steps=20, random_start=True)
     for seed in args.seeds:
-        section = "fewshot" if seed == 0 else f"fewshot_seed{seed}"  # one section per seed: seeds run in parallel
+        section = _fewshot_section(seed, args.tasks)
         data = json.loads(JSON_PATH.read_text()).get(section, {}) if JSON_PATH.exists() else {}
         rows = data.get("rows", [])
+        trained = {(r["method"], r["seed"]): r for r in _current(_fewshot_section(seed, 50)).get("rows", [])}
         for method in args.methods:
-            cfg = _config(method, width=args.width, steps=args.steps, seed=seed, data_dir=args.data_dir)
-            started = time.perf_counter()
-            results = run_recipe(get_recipe("mavrl"), cfg, resume=None, runs_root=home / "runs", registry=registry,
-                                 reporter=Reporter("quiet"))
-            train_s = time.perf_counter() - started
-            net, _, _ = load_fewshot_net(str(registry.resolve(results["artifact"]).path))
-            row = {"method": method, "seed": seed, "artifact": results["artifact"], "train_s": round(train_s, 1)}
+            earlier = trained.get((method, seed)) if args.reuse else None
+            if earlier is not None:  # the model the 50-task run trained, scored again on more tasks
+                artifact, train_s = earlier["artifact"], earlier["train_s"]
+            else:
+                cfg = _config(method, width=args.width, steps=args.steps, seed=seed, data_dir=args.data_dir)
+                started = time.perf_counter()
+                artifact = run_recipe(get_recipe("mavrl"), cfg, resume=None, runs_root=home / "runs",
+                                      registry=registry, reporter=Reporter("quiet"))["artifact"]
+                train_s = time.perf_counter() - started
+            net, _, _ = load_fewshot_net(str(registry.resolve(artifact).path))
+            row = {"method": method, "seed": seed, "artifact": artifact, "train_s": round(train_s, 1)}
             for domain, pool in pools.items():
+                if domain not in args.domains:
+                    continue
                 queries = 5 if domain == "dtd" else args.queries  # DTD's subset has 6 images a class
                 settings = FewShotSettings(n_way=5, k_shot=1, queries=queries, tasks=args.tasks, seed=0,
                                            adaptation="finetune", test_steps=10, inner_lr=0.1)
@@ -175,6 +184,37 @@ def fewshot(args) -> None:
             print(json.dumps(row), flush=True)
             rows = [r for r in rows if not (r["method"] == method and r["seed"] == seed)] + [row]
             merge(section, {"rows": rows, "home": str(home), "setting": _setting(args)})
+
+
+def _fewshot_section(seed: int, tasks: int) -> str:
+    """One section per seed (seeds run in parallel) and number of test tasks."""
+    section = "fewshot" if seed == 0 else f"fewshot_seed{seed}"
+    return section if tasks == 50 else f"{section}_tasks{tasks}"
+
+
+def _mean_spread(values: list[float]) -> str:
+    return f"{statistics.mean(values):.1f}" + (f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else "")
+
+
+def summary(args) -> None:
+    """Markdown: per method and domain, the mean over seeds of clean / robust accuracy, with the seeds' spread."""
+    data = json.loads(JSON_PATH.read_text())
+    rows = [row for seed in (0, 1, 2, 3, 4) for row in data.get(_fewshot_section(seed, args.tasks), {}).get("rows", [])]
+    print(f"| method | seeds | {' | '.join(DOMAINS)} |")
+    print("|---|---|" + "---|" * len(DOMAINS))
+    for method in METHODS:
+        mine = [row for row in rows if row["method"] == method]
+        if not mine:
+            continue
+        cells = []
+        for domain in DOMAINS:
+            if any(domain not in row for row in mine):
+                cells.append("-")
+                continue
+            clean = [100 * row[domain]["clean_accuracy"] for row in mine]
+            robust = [100 * row[domain]["robust_accuracy"] for row in mine]
+            cells.append(f"{_mean_spread(clean)} / **{_mean_spread(robust)}**")
+        print(f"| {method} | {', '.join(str(row['seed']) for row in mine)} | {' | '.join(cells)} |")
 
 
 def _setting(args) -> str:
@@ -248,7 +288,7 @@ def masking(args) -> None:
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("section", choices=("speed", "fewshot", "masking"))
+    parser.add_argument("section", choices=("speed", "fewshot", "masking", "summary"))
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA))
     parser.add_argument("--home", default=str(Path(tempfile.gettempdir()) / "mltk-robust-bench"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -262,8 +302,12 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--pgd-steps", type=int, default=10)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--outer-steps", type=int, default=5)
+    parser.add_argument("--domains", nargs="+", default=list(DOMAINS), choices=DOMAINS,
+                        help="fewshot: the test domains to score")
+    parser.add_argument("--reuse", action="store_true",
+                        help="fewshot: score the models the 50-task run trained instead of training again")
     args = parser.parse_args(argv)
-    {"speed": speed, "fewshot": fewshot, "masking": masking}[args.section](args)
+    {"speed": speed, "fewshot": fewshot, "masking": masking, "summary": summary}[args.section](args)
 
 
 if __name__ == "__main__":
