@@ -53,7 +53,7 @@ class MotionEdit(LatentEdit):
 def sample_posterior(mean: torch.Tensor, log_sigma: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
     """The reparameterised draw m = mu + sigma * eps: eps is ``noise`` when given (training passes each rank its
     slice of the global batch's draw), else from the global generator."""
-    eps = torch.randn_like(mean) if noise is None else noise.to(mean.device, mean.dtype)
+    eps = torch.randn_like(mean) if noise is None else noise.to(mean.dtype)  # the batch is on mean's device
     return mean + torch.exp(log_sigma) * eps
 
 
