@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from mltk.cli.render import FormatOption, emit, key_values, reporter_for
+from mltk.engines.talk.adaptation import Adaptation
 from mltk.engines.talk.api import talk as talk_to_file
 
 
@@ -22,12 +23,17 @@ def talk(
                                           "from the audio by the model's prior]"),
     seed: int = typer.Option(0, "--seed", help="the draw of motion from the prior"),
     prior: str = typer.Option(None, "--prior", help="flow or gaussian [default: the one the model was trained with]"),
+    adapt_steps: int = typer.Option(Adaptation().generator_steps, "--adapt-steps", min=0,
+                                    help="steps of fitting the model to this face before it speaks (pivotal "
+                                         "tuning of the latent, then of a copy of the generator); 0: render it "
+                                         "as the model was trained"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps or auto"),
     fmt: str = FormatOption,
 ) -> None:
     """Make the face in IMAGE speak AUDIO: write OUT.mp4 (as long as the audio) and OUT.contact.png.
 
-    The face is detected and aligned (MediaPipe), frames are made in batches
+    The face is detected and aligned (MediaPipe), the generator is fitted to
+    it (--adapt-steps, a few seconds at the CPU preset), frames are made in batches
     (progress on stderr) and encoded as they come, so long audio needs no more
     memory than short.
     """
@@ -36,8 +42,10 @@ def talk(
     def progress(done: int, total: int) -> None:
         reporter.info(f"frames {done}/{total}")
 
+    if adapt_steps:
+        reporter.info(f"the model is fitted to the face ({adapt_steps} + {adapt_steps} steps) before the first frames")
     result = talk_to_file(image, audio, out, model=model, motion_from=motion_from, seed=seed, prior=prior,
-                          device=device, on_batch=progress)
+                          device=device, adaptation=Adaptation.steps(adapt_steps), on_batch=progress)
     document = result.to_dict()
 
     def human(console):

@@ -3,8 +3,8 @@
 The model (``generator``, ``encoders``, ``sync_discriminator``, ``motion``,
 ``priors``, assembled in ``model``), its recipe ``styletalker``
 (``styletalker_recipe``), the ``talking-head-model`` artifact, ``Talker`` /
-``load_talker`` / ``talk`` (``api``, what ``mltk talk`` runs) stand on these
-modules (docs/talk.md).
+``load_talker`` / ``talk`` (``api``, what ``mltk talk`` runs) and ``Adaptation``
+(``adaptation``: fitting the model to the source face) stand on these modules (docs/talk.md).
 
 * ``media``: video and audio read at 25 fps / 16 kHz mono, mp4 (H.264 + AAC) written;
 * ``audio``: Wav2Lip's 80-band log-mel and one 0.2 s window centred on each frame;
@@ -22,6 +22,7 @@ from mltk.engines.talk import (
     protocols,  # noqa: F401  (registers `mltk eval --protocol talk`)
     styletalker_recipe,  # noqa: F401  (registers `mltk train styletalker`)
 )
+from mltk.engines.talk.adaptation import Adaptation
 from mltk.engines.talk.api import Talker, load_talker, talk
 
-__all__ = ["Talker", "audio", "faces", "load_talker", "media", "metrics", "talk"]
+__all__ = ["Adaptation", "Talker", "audio", "faces", "load_talker", "media", "metrics", "talk"]

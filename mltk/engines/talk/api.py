@@ -31,6 +31,7 @@ from mltk.core.errors import ArtifactError, UsageError
 from mltk.core.registry import Registry
 from mltk.engines.talk import audio as speech
 from mltk.engines.talk import faces, media
+from mltk.engines.talk.adaptation import Adaptation, source_identity
 from mltk.engines.talk.artifact import latest_talker, load_model
 from mltk.engines.talk.data import TalkingClip, load_talking_data
 from mltk.engines.talk.encoders import to_uint8
@@ -72,11 +73,14 @@ class Talker:
 
     def generate(self, source_image: torch.Tensor, audio: torch.Tensor, *, motion_from: TalkingClip | None = None,
                  seed: int = 0, prior: str | None = None, static: bool = False,
+                 adaptation: Adaptation | None = Adaptation(),
                  on_batch: Callable[[int, int], None] | None = None,
                  keep_motion: list | None = None) -> Iterator[torch.Tensor]:
         """Frames of the aligned face ``source_image`` (uint8 [3, S, S] or [S, S, 3]) speaking ``audio`` (float
-        [N], 16 kHz mono): uint8 [B, R, R, 3] batches, ``audio.frame_count(N)`` frames in all. ``on_batch(done,
-        total)`` is called after each batch; ``keep_motion`` (a list) receives each batch's motion latents."""
+        [N], 16 kHz mono): uint8 [B, R, R, 3] batches, ``audio.frame_count(N)`` frames in all. The generator is
+        first adapted to the face (``adaptation.py``; ``adaptation=None`` renders with the model as trained).
+        ``on_batch(done, total)`` is called after each batch; ``keep_motion`` (a list) receives each batch's
+        motion latents."""
         if audio.dim() != 1 or audio.numel() == 0:
             raise UsageError(f"audio must be mono samples [N] with N > 0, got shape {tuple(audio.shape)}")
         source = face_tensor(source_image, self.resolution)
@@ -89,8 +93,9 @@ class Talker:
                 reference = clip_faces(motion_from.faces[:1], self.resolution)
                 motion, _ = posterior_motion(self.model, motion_from.faces, motion_from.mels, reference,
                                              batch_frames=self.batch_frames)
-            batches = generate(self.model, source, audio.float(), motion=motion, prior=self._prior(prior), seed=seed,
-                               batch_frames=self.batch_frames, keep_motion=keep_motion)
+            identity = source_identity(self.model, source.to(self.device), adaptation)
+            batches = generate(self.model, identity, audio.float(), motion=motion, prior=self._prior(prior),
+                               seed=seed, batch_frames=self.batch_frames, keep_motion=keep_motion)
         done = 0
         for batch in batches:
             done += batch.shape[0]
@@ -99,19 +104,19 @@ class Talker:
                 on_batch(done, total)
 
     @torch.no_grad()
-    def reconstruct(self, clip: TalkingClip) -> torch.Tensor:
-        """Self-reconstruction: the clip's first frame as the source, its own speech (its mel windows) and its own
-        motion (the posterior's mean) -> uint8 [T, R, R, 3]."""
+    def reconstruct(self, clip: TalkingClip, *, adaptation: Adaptation | None = Adaptation()) -> torch.Tensor:
+        """Self-reconstruction: the clip's first frame as the source (adapted to as ``generate`` does), its own
+        speech (its mel windows) and its own motion (the posterior's mean) -> uint8 [T, R, R, 3]."""
         model, device = self.model, self.device
         reference = clip_faces(clip.faces[:1], self.resolution)
         motion, _ = posterior_motion(model, clip.faces, clip.mels, reference, batch_frames=self.batch_frames)
-        w_id = model.identity(reference.to(device))
+        identity = source_identity(model, reference.to(device), adaptation)
         out = []
         for first in range(0, clip.num_frames, self.batch_frames):
             mels = clip.mels[first:first + self.batch_frames].to(device)
             audio = model.audio_encoder(mels)[None]
-            ws = model.latents(w_id, motion[first:first + self.batch_frames][None], audio)
-            out.append(to_uint8(model.render(ws)[0].clamp(-1, 1)).cpu())
+            edits = model.edits(identity.w_id, motion[first:first + self.batch_frames][None], audio)
+            out.append(to_uint8(identity.render(edits)[0].clamp(-1, 1)).cpu())
         return torch.cat(out)
 
     @torch.no_grad()
@@ -197,6 +202,7 @@ class TalkResult:
     contact_sheet: Path
     model: str
     seconds: float
+    adaptation: Adaptation | None = None
 
     @property
     def frames_per_second(self) -> float:
@@ -205,7 +211,8 @@ class TalkResult:
     def to_dict(self) -> dict:
         return {"path": str(self.path), "frames": self.frames, "fps": self.fps, "duration": self.duration,
                 "contact_sheet": str(self.contact_sheet), "model": self.model,
-                "generation_seconds": round(self.seconds, 3), "frames_per_second": round(self.frames_per_second, 2)}
+                "generation_seconds": round(self.seconds, 3), "frames_per_second": round(self.frames_per_second, 2),
+                "adaptation": dataclasses.asdict(self.adaptation) if self.adaptation else None}
 
 
 def check_output(path: str | Path) -> Path:
@@ -231,9 +238,11 @@ def contact_sheet_path(video: Path) -> Path:
 
 def talk(image: str | Path, audio_path: str | Path, out: str | Path, *, model: str | None = None,
          motion_from: str | Path | None = None, seed: int = 0, prior: str | None = None, device: str = "cpu",
-         on_batch: Callable[[int, int], None] | None = None, registry: Registry | None = None) -> TalkResult:
+         adaptation: Adaptation | None = Adaptation(), on_batch: Callable[[int, int], None] | None = None,
+         registry: Registry | None = None) -> TalkResult:
     """``mltk talk``: align the face of ``image``, make it speak ``audio_path``, write ``out`` (mp4, H.264 + AAC,
-    25 fps, as long as the audio) and a contact sheet PNG beside it."""
+    25 fps, as long as the audio) and a contact sheet PNG beside it. The seconds reported include adapting the
+    generator to the face (``adaptation``; None skips it)."""
     out = check_output(out)
     ref = model or latest_talker(registry)
     talker = load_talker(ref, registry, device=device)
@@ -248,7 +257,7 @@ def talk(image: str | Path, audio_path: str | Path, out: str | Path, *, model: s
     def frames() -> Iterator[np.ndarray]:
         index = 0
         for batch in talker.generate(source, waveform, motion_from=driving, seed=seed, prior=prior,
-                                     on_batch=on_batch):
+                                     adaptation=adaptation, on_batch=on_batch):
             for frame in batch.numpy():
                 if index in picks:
                     kept[index] = frame
@@ -258,7 +267,8 @@ def talk(image: str | Path, audio_path: str | Path, out: str | Path, *, model: s
     media.write_video(out, frames(), waveform)
     seconds = time.perf_counter() - started
     sheet = write_contact_sheet(contact_sheet_path(out), [kept[i] for i in picks])
-    return TalkResult(out, total, media.VIDEO_FPS, total / media.VIDEO_FPS, sheet, talker.source, seconds)
+    return TalkResult(out, total, media.VIDEO_FPS, total / media.VIDEO_FPS, sheet, talker.source, seconds,
+                      adaptation if adaptation is not None and adaptation.enabled else None)
 
 
 def write_contact_sheet(path: Path, frames: list[np.ndarray], columns: int = 4) -> Path:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import torch
 
 from mltk.engines.talk import audio as speech
+from mltk.engines.talk.adaptation import SourceIdentity
 from mltk.engines.talk.encoders import resize_faces, to_uint8
 from mltk.engines.talk.model import StyleTalkerModel
 
@@ -73,11 +74,11 @@ def ping_pong(motion: torch.Tensor, length: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(model: StyleTalkerModel, source: torch.Tensor, waveform: torch.Tensor, *,
+def generate(model: StyleTalkerModel, identity: SourceIdentity, waveform: torch.Tensor, *,
              motion: torch.Tensor | None = None, prior: str | None = None, seed: int = 0,
              batch_frames: int = BATCH_FRAMES, keep_motion: list | None = None) -> Iterator[torch.Tensor]:
-    """Frames of ``source`` (float [1, 3, R, R]) speaking ``waveform`` (float [N], 16 kHz): uint8 [B, R, R, 3]
-    batches, ``audio.frame_count(N)`` frames in all.
+    """Frames of the source face ``identity`` (``adaptation.source_identity``) speaking ``waveform`` (float [N],
+    16 kHz): uint8 [B, R, R, 3] batches, ``audio.frame_count(N)`` frames in all.
 
     ``motion`` [T', M] drives the head (from a clip's posterior; repeated back and forth to the audio's length);
     without it motion is sampled from ``prior`` (default: the model's) with ``seed``. ``keep_motion``, when
@@ -86,7 +87,6 @@ def generate(model: StyleTalkerModel, source: torch.Tensor, waveform: torch.Tens
     device = next(model.parameters()).device
     total = speech.frame_count(waveform.shape[0])
     mel = speech.log_mel(waveform.cpu())
-    w_id = model.identity(source.to(device))
     sampler = model.priors[prior or model.spec.prior]
     generator = torch.Generator().manual_seed(int(seed))
     if motion is not None:
@@ -101,7 +101,8 @@ def generate(model: StyleTalkerModel, source: torch.Tensor, waveform: torch.Tens
             batch_motion = motion[first:first + count].to(device)[None]
         if keep_motion is not None:
             keep_motion.append(batch_motion[0].cpu())
-        yield to_uint8(model.render(model.latents(w_id, batch_motion, audio))[0].clamp(-1, 1)).cpu()
+        edits = model.edits(identity.w_id, batch_motion, audio)
+        yield to_uint8(identity.render(edits)[0].clamp(-1, 1)).cpu()
 
 
 def static_frames(source: torch.Tensor, waveform: torch.Tensor, *, batch_frames: int = BATCH_FRAMES

@@ -122,8 +122,12 @@ class StyleTalkerModel(nn.Module):
 
     def latents(self, w_id: torch.Tensor, motion: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """w_id [B, N, W], motion [B, T, M], audio features [B, T, A] -> w_t [B, T, N, W]."""
+        return w_id[:, None] + self.edits(w_id, motion, audio)
+
+    def edits(self, w_id: torch.Tensor, motion: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """Δ_mot(m_t, w_id) + Δ_lip(a_t, w_id) [B, T, N, W] for w_id [B, N, W], motion [B, T, M], audio [B, T, A]."""
         identity = w_id[:, None].expand(-1, motion.shape[1], -1, -1)
-        return identity + self.motion_edit(motion, identity) + self.lip_edit(audio, identity)
+        return self.motion_edit(motion, identity) + self.lip_edit(audio, identity)
 
     def render(self, ws: torch.Tensor) -> torch.Tensor:
         """[..., N, W] -> frames [..., 3, R, R]."""

@@ -28,13 +28,18 @@ source face and the clip's own speech drives it. For every held-out clip:
   given. ``lmd_ground_truth`` is the detector's own noise floor: the
   re-detected ground truth against the landmarks found at full resolution
   during preparation.
-* **SSIM and PSNR** of the self-reconstruction against the ground truth.
+* **SSIM and PSNR** of the self-reconstruction against the ground truth, and of the static baseline
+  (``ssim_static``, ``psnr_static``), on the frames after the source frame: a model that moves the head
+  and lips right beats the unmoving face.
+
+Generation adapts the model to the source face first, as ``mltk talk`` does (``adaptation.py``;
+``adapt_steps=0`` scores the model as trained).
 * **Motion**: the held-out motion NLL under each prior the model has (nats
   per frame), and the spread of sampled motion: the standard deviation across
   ``motion_draws`` draws, and the temporal standard deviation of a draw
   relative to the clip's own (posterior) motion.
-* **Speed**: frames per second of audio-driven generation, not counting
-  reading or aligning inputs.
+* **Speed**: frames per second of audio-driven generation, adapting to the
+  source face included (a fixed cost per face), reading and aligning inputs not.
 
 Figures are averaged over clips, weighted by frames. Per-clip figures and the
 expert's own accuracy are in ``details``.
@@ -54,6 +59,7 @@ from mltk.core.catalog import EvalRequest, EvalResult, register_protocol
 from mltk.core.console import Reporter
 from mltk.core.errors import UsageError
 from mltk.engines.talk import faces, metrics, sync_expert
+from mltk.engines.talk.adaptation import Adaptation
 from mltk.engines.talk.api import Talker, load_talker
 from mltk.engines.talk.data import SAMPLES_PER_FRAME, TalkingClip, load_talking_data
 
@@ -71,6 +77,7 @@ class TalkOptions:
     seed: int = 0  # the prior's draw for audio-driven generation
     motion_draws: int = 4  # draws per prior for the spread of sampled motion
     lmd: bool = True  # re-detect landmarks for LMD (MediaPipe)
+    adapt_steps: int = Adaptation().generator_steps  # fitting to the source face, as `mltk talk --adapt-steps`
 
 
 @register_protocol("talk", description="talking heads on a held-out speaker: LSE-C/LSE-D analogues (independent "
@@ -137,19 +144,22 @@ def score_clip(talker: Talker, expert: sync_expert.SyncExpert, clip: TalkingClip
     """Every figure of one held-out clip (the module docstring), plus its frame count."""
     truth = clip.faces.permute(0, 2, 3, 1).contiguous()  # [T, S, S, 3]
     source = clip.faces[0]
+    adaptation = Adaptation.steps(options.adapt_steps)
     started = time.perf_counter()
-    driven = _collect(talker.generate(source, clip.audio, seed=options.seed))
+    driven = _collect(talker.generate(source, clip.audio, seed=options.seed, adaptation=adaptation))
     seconds = time.perf_counter() - started
     static = _collect(talker.generate(source, clip.audio, static=True))
-    rebuilt = talker.reconstruct(clip)
+    rebuilt = talker.reconstruct(clip, adaptation=adaptation)
     scores: dict[str, float] = {"frames": clip.num_frames, "fps": clip.num_frames / max(seconds, 1e-9)}
     for label, frames in (("ground_truth", truth), ("", driven), ("reconstruction", rebuilt), ("static", static)):
         curve = sync_expert.sync_curve(expert, sync_expert.expert_mouths(expert, frames), clip.mels)
         suffix = f"_{label}" if label else ""
         scores[f"lse_c{suffix}"], scores[f"lse_d{suffix}"] = curve.lse_c, curve.lse_d
         scores[f"sync_offset{suffix}"] = curve.best_offset
-    scores["ssim"] = metrics.ssim(rebuilt, truth)
-    scores["psnr"] = metrics.psnr(rebuilt, truth)
+    # Fidelity over the frames after the source one: the static face is frame 0 itself (infinite PSNR there).
+    for label, frames in (("", rebuilt), ("_static", static)):
+        scores[f"ssim{label}"] = metrics.ssim(frames[1:], truth[1:])
+        scores[f"psnr{label}"] = metrics.psnr(frames[1:], truth[1:])
     if analyzer is not None:
         scores.update(_landmark_distances(analyzer, clip, truth, driven=driven, rebuilt=rebuilt, static=static))
     scores.update(_motion(talker, clip, options))

@@ -243,18 +243,20 @@ class StyleTalkerRecipe(OneModelTask):
             budget -= part.num_frames
             accuracy.append(self._sync_accuracy(part) * part.num_frames)
             scored += part.num_frames
-            if part.num_frames >= 2:
-                for kind in nll:
-                    nll[kind].append(talker.motion_nll(part, prior=kind))
+            if part.num_frames < 2:
+                continue
+            for kind in nll:
+                nll[kind].append(talker.motion_nll(part, prior=kind))
             reconstructed = talker.reconstruct(part)
             target = clip_faces(part.faces, self.model.spec.resolution).add(1).mul(127.5).round().clamp(0, 255)
             target = target.permute(0, 2, 3, 1)
-            psnr.append(metrics.psnr(reconstructed.float(), target))
-            ssim.append(metrics.ssim(reconstructed.float(), target))
+            # The frames after the source one, as the talk protocol scores them.
+            psnr.append(metrics.psnr(reconstructed[1:].float(), target[1:]))
+            ssim.append(metrics.ssim(reconstructed[1:].float(), target[1:]))
         self.model.train()
         results[PRIMARY_METRIC] = sum(accuracy) / max(scored, 1)
-        results["held_out_psnr"] = sum(psnr) / len(psnr)
-        results["held_out_ssim"] = sum(ssim) / len(ssim)
+        results["held_out_psnr"] = sum(psnr) / len(psnr) if psnr else None
+        results["held_out_ssim"] = sum(ssim) / len(ssim) if ssim else None
         for kind, values in nll.items():
             results[f"held_out_motion_nll_{kind}"] = sum(values) / len(values) if values else None
         return results

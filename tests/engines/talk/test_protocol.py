@@ -60,9 +60,10 @@ def test_the_talk_protocol_scores_the_held_out_speaker_with_every_figure(talk_pr
     assert result.details["held_out_speakers"] == ["speaker2"] and result.details["frames"] == 60
     figures = result.metrics
     for name in ("lse_c", "lse_d", "lse_c_ground_truth", "lse_d_ground_truth", "lse_c_static", "lse_c_reconstruction",
-                 "ssim", "psnr", "fps", "motion_nll_flow", "motion_nll_gaussian", "motion_spread_flow",
+                 "ssim", "psnr", "ssim_static", "fps", "motion_nll_flow", "motion_nll_gaussian", "motion_spread_flow",
                  "motion_scale_gaussian"):
         assert math.isfinite(figures[name]), name
+    assert figures["psnr_static"] > 0  # inf where a synthetic frame equals the source one exactly
     # An unmoving face carries no sync: the expert's curve over offsets is flat for it, not for real video.
     assert figures["lse_c_ground_truth"] > figures["lse_c_static"] + 0.1
     assert figures["sync_offset_ground_truth"] == 0
@@ -71,7 +72,8 @@ def test_the_talk_protocol_scores_the_held_out_speaker_with_every_figure(talk_pr
 
 def test_scoring_fewer_frames_and_a_missing_expert_are_handled(talk_protocol_setup):
     request = EvalRequest(ref="tiny-talker", protocol="talk", options={"expert": "tiny-expert", "lmd": False,
-                                                                       "frames": 20, "motion_draws": 2})
+                                                                       "frames": 20, "motion_draws": 2,
+                                                                       "adapt_steps": 0})
     assert protocols.talk_protocol(request, Reporter("quiet")).details["frames"] == 20
     with pytest.raises(UsageError, match="--expert-speakers everyone"):
         protocols.talk_protocol(EvalRequest(ref="tiny-talker", protocol="talk",

@@ -60,6 +60,7 @@ def test_talk_writes_an_mp4_as_long_as_the_audio_with_the_audio_in_it(cli, train
     samples = media.read_audio(speech_file).shape[0]
     assert document["frames"] == speech.frame_count(samples) == 33
     assert document["fps"] == 25 and document["duration"] == pytest.approx(33 / 25)
+    assert document["adaptation"]["generator_steps"] == 100  # fitted to the face by default (--adapt-steps)
     assert "frames 32/33" in result.stderr and "frames 33/33" in result.stderr  # progress per batch
     written = media.read_clip(out)
     assert written.frames.shape[:3] == (33, 16, 16)
