@@ -313,16 +313,24 @@ def cifar_npz(work: Path, train_images: int) -> Path:
     return path
 
 
+def cifar10_parent_args(data: Path, width: float, fp_epochs: int) -> list[str]:
+    return ["--preset", "cifar10-mobilenetv2", f"data=npz:{data}", f"model.options.width_mult={width}",
+            f"train.epochs={fp_epochs}", "train.batch_size=64", "optim.lr=0.05"]
+
+
+def section_cifar10_parent(work: Path, train_images: int = 8000, width: float = 0.5, fp_epochs: int = 20) -> dict:
+    """The float parent of the cifar10 section (trained once, then reused from ``work``)."""
+    data = cifar_npz(work, train_images)
+    return train_float(work, f"mbv2-cifar10-{train_images}", cifar10_parent_args(data, width, fp_epochs))
+
+
 def section_cifar10(work: Path, seeds: list[int], train_images: int, width: float, fp_epochs: int, save,
                     jobs: int = 1, qat_epochs: int | None = None, variants: list[str] | None = None) -> dict:
     """``qat_epochs`` overrides the preset's epochs for every method alike; ``variants`` picks labels of
     BINARY_VARIANTS and FULLY_BINARIZED_VARIANTS (every BINARY_VARIANT by default)."""
     import torch
 
-    data = cifar_npz(work, train_images)
-    fp_args = ["--preset", "cifar10-mobilenetv2", f"data=npz:{data}", f"model.options.width_mult={width}",
-               f"train.epochs={fp_epochs}", "train.batch_size=64", "optim.lr=0.05"]
-    section = {"float": train_float(work, f"mbv2-cifar10-{train_images}", fp_args), "runs": [],
+    section = {"float": section_cifar10_parent(work, train_images, width, fp_epochs), "runs": [],
                "train_images": train_images, "test_images": 5000, "width_mult": width, "qat_epochs": qat_epochs,
                "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
                "zip_images": _zip_images()}

@@ -64,9 +64,10 @@ def parent(work: Path, width: float) -> dict:
     return train_float(work, f"mbv2-w{width}", parent_args(width))
 
 
-def run_quantize(work: Path, parent_ref: str, label: str, extra: list[str], seed: int) -> dict:
+def run_quantize(work: Path, parent_ref: str, label: str, extra: list[str], seed: int, preset: str = "digits"
+                 ) -> dict:
     slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")[:60]
-    result = mltk(work, "quantize", parent_ref, "--preset", "digits", *extra, f"seed={seed}",
+    result = mltk(work, "quantize", parent_ref, "--preset", preset, *extra, f"seed={seed}",
                   f"name=plan-{slug}-s{seed}")
     last = _last_record(result.get("run_dir"))
     metrics = result["metrics"]
@@ -130,6 +131,24 @@ BITAT_VARIANTS = [
     ("bitat, pca, xnor activations, validation split", ["--method", "bitat", "bitat.activations=xnor",
                                                         "data.name=digits", "data.val_holdout=0.2"]),
 ]
+
+
+CIFAR_BITAT_VARIANTS = [
+    ("cifar10 bitat, pca, reactnet activations, validation split", ["--method", "bitat", "data.val_holdout=0.2"]),
+    ("cifar10 bitat, pca, xnor activations, validation split", ["--method", "bitat", "bitat.activations=xnor",
+                                                                "data.val_holdout=0.2"]),
+]
+
+
+def section_cifar_bitat(work: Path, seeds: list[int], jobs: int) -> dict:
+    """The cifar10-cpu preset's BiTAT activations on a validation split: the float parent of
+    ``quantize.py --section cifar10`` (its work folder), 20% of its 8,000 training images held out."""
+    from quantize import section_cifar10_parent
+
+    fp = section_cifar10_parent(work)
+    rows = run_all(jobs, [(work, fp["artifact"], label, extra, seed, "cifar10-cpu")
+                          for seed in seeds for label, extra in CIFAR_BITAT_VARIANTS])
+    return {"parent": fp, "rows": rows}
 
 
 def section_bitat(work: Path, jobs: int) -> dict:
@@ -239,7 +258,7 @@ def write_report(results: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--section", choices=["select", "digits", "bitat"])
+    parser.add_argument("--section", choices=["select", "digits", "bitat", "cifar-bitat"])
     parser.add_argument("--width", type=float, default=0.5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=[m[0] for m in METHODS])
@@ -255,6 +274,8 @@ def main() -> None:
             results["select"] = section_select(args.work, args.jobs)
         elif args.section == "bitat":
             results["bitat"] = section_bitat(args.work, args.jobs)
+        elif args.section == "cifar-bitat":
+            results["cifar-bitat"] = section_cifar_bitat(args.work, args.seeds, args.jobs)
         else:
             key = f"digits-w{args.width}"
             results[key] = section_digits(args.work, args.width, args.seeds, args.methods, args.plans, args.jobs,
