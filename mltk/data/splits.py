@@ -8,7 +8,7 @@ come from a seeded permutation and never from global random state.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -33,6 +33,12 @@ class DataSpec:
     val_holdout: float = 0.0
     test_holdout: float = 0.0
     holdout_seed: int = 0
+
+    @classmethod
+    def stored(cls, values: dict) -> DataSpec:
+        """The spec an artifact's card recorded (its ``task.data``); keys this version does not know are ignored."""
+        known = {field.name for field in fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in known})
 
 
 @dataclass

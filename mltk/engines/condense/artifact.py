@@ -67,8 +67,7 @@ class CondensedSet:
         return torch.tensor(self.info["normalization"]["std"]).view(1, -1, 1, 1)
 
     def data_spec(self) -> DataSpec:
-        known = {f.name for f in dataclasses.fields(DataSpec)}
-        return DataSpec(**{k: v for k, v in self.card["task"]["data"].items() if k in known})
+        return DataSpec.stored(self.card["task"]["data"])
 
     @torch.no_grad()
     def decode_normalized(self) -> torch.Tensor:

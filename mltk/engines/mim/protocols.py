@@ -59,8 +59,7 @@ def labelled_splits(encoder: LoadedEncoder, request: EvalRequest,
         stored = encoder.task.get("data")
         if not stored:
             raise UsageError(f"{encoder.source}: records no dataset", hint="pass --data NAME")
-        known = {f.name for f in dataclasses.fields(DataSpec)}
-        spec = DataSpec(**{k: v for k, v in stored.items() if k in known})
+        spec = DataSpec.stored(stored)
     spec = request.located(spec)
     if request.split not in ("test", "val"):
         raise UsageError(f"--split {request.split}: these protocols train on the train split and score "

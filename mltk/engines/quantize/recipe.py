@@ -193,10 +193,11 @@ class QuantizeRecipe(StepTask):
         stored = (source.task or {}).get("data") or {}
         if not stored.get("name"):
             raise UsageError(f"{source.parent} records no dataset", hint="pass --data NAME")
-        known = {f.name for f in dataclasses.fields(DataSpec)}
-        spec = DataSpec(**{k: v for k, v in stored.items() if k in known})
+        spec = DataSpec.stored(stored)
         if self.cfg.data.data_dir:
             spec = dataclasses.replace(spec, data_dir=self.cfg.data.data_dir)
+        if self.cfg.data.val_holdout:  # a validation split of the parent's training data, asked for here
+            spec = dataclasses.replace(spec, val_holdout=self.cfg.data.val_holdout)
         return spec
 
     # ------------------------------------------------------------ phases

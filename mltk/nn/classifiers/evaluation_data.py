@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from mltk.core.catalog import EvalRequest
 from mltk.core.errors import UsageError
 from mltk.data import DataSpec, load_split
@@ -22,8 +20,7 @@ def data_spec_for(task: dict, request: EvalRequest, where: str) -> DataSpec:
         stored = task.get("data")
         if not stored:
             raise UsageError(f"{where}: records no dataset", hint="pass --data NAME")
-        known = {f.name for f in dataclasses.fields(DataSpec)}
-        spec = DataSpec(**{k: v for k, v in stored.items() if k in known})
+        spec = DataSpec.stored(stored)
     return request.located(spec)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -83,6 +84,16 @@ def test_baselines_run_with_the_same_budget(cli, fp_digits, method):
     # W1/A1 QAT really trains on this net (chance is 0.1), and the deployed network is the one that was trained
     assert metrics["test_accuracy"] > 0.2, metrics
     assert metrics["test_accuracy"] == pytest.approx(metrics["shadow_test_accuracy"], abs=1 / 360)
+
+
+def test_a_validation_split_of_the_parent_s_data_is_scored_every_epoch(cli, fp_digits):
+    result = cli("quantize", str(fp_digits), "--method", "xnor", "train.epochs=1", "calibration.images=64",
+                 "data.val_holdout=0.2", "--format", "json")
+    assert result.code == 0, result.stderr
+    records = [json.loads(line) for line in
+               (Path(result.json()["run_dir"]) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    epochs = [record for record in records if "epoch" in record]
+    assert epochs and all(0 <= record["val_accuracy"] <= 1 for record in epochs)
 
 
 # ---------------------------------------------------------------- bad input
