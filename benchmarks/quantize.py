@@ -440,9 +440,10 @@ def _bitat_claim(gaps: dict[str, list[float]]) -> str:
         return ""
     best_baseline = min(baselines, key=baselines.get)
     out = []
-    for label, chosen in (("with the preset's activations (ReActNet's)", lambda v: "activations" not in v),
-                          ("with XNOR-Net's activations (`bitat.activations=xnor`, the digits preset's choice, "
-                           "not validated on CIFAR-10)", lambda v: "xnor activations" in v)):
+    for label, chosen in (("with ReActNet's activations (the cifar10-cpu preset's when these runs were made)",
+                           lambda v: "activations" not in v),
+                          ("with XNOR-Net's activations (`bitat.activations=xnor`, both presets' choice since, "
+                           "on a validation split: quantize_plan.md)", lambda v: "xnor activations" in v)):
         bitat = {v: g for v, g in default.items() if v.startswith("bitat") and chosen(v)}
         if bitat:
             best = min(bitat, key=bitat.get)
