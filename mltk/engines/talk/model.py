@@ -120,12 +120,9 @@ class StyleTalkerModel(nn.Module):
         """A driving clip's frames [B, T, 3, R, R] -> the posterior's (mean, log sigma) [B, T, M]."""
         return self.posterior(self.pose_latents(frames) - w_id[:, None], audio)
 
-    def latents(self, w_id: torch.Tensor, motion: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        """w_id [B, N, W], motion [B, T, M], audio features [B, T, A] -> w_t [B, T, N, W]."""
-        return w_id[:, None] + self.edits(w_id, motion, audio)
-
     def edits(self, w_id: torch.Tensor, motion: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        """Δ_mot(m_t, w_id) + Δ_lip(a_t, w_id) [B, T, N, W] for w_id [B, N, W], motion [B, T, M], audio [B, T, A]."""
+        """Δ_mot(m_t, w_id) + Δ_lip(a_t, w_id) [B, T, N, W] for w_id [B, N, W], motion [B, T, M], audio [B, T, A]:
+        w_t is w_id (or the pivot ``adaptation.py`` fits to the source) plus these."""
         identity = w_id[:, None].expand(-1, motion.shape[1], -1, -1)
         return self.motion_edit(motion, identity) + self.lip_edit(audio, identity)
 
