@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -44,6 +45,8 @@ from mltk.core.errors import ArtifactError, MltkError, UsageError
 from mltk.core.paths import mltk_home
 from mltk.core.tensor_files import fsync_dir, write_file
 from mltk.core.version import __version__
+
+WRITER_WAIT_S = 60  # how long a writer waits for another process's hold on the index
 
 CARD_FILE = "card.json"
 CARD_FORMAT = "mltk-artifact/1"
@@ -216,18 +219,26 @@ class Registry:
             conn.close()
 
     def _open_writer(self) -> sqlite3.Connection:
-        conn = None
-        try:
-            self.home.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.executescript(_SCHEMA)
-            return conn
-        except (OSError, sqlite3.DatabaseError) as exc:
-            if conn is not None:
-                conn.close()
-            raise self._index_error(exc, write=True) from None
+        deadline = time.monotonic() + WRITER_WAIT_S
+        while True:
+            conn = None
+            try:
+                self.home.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.db_path, timeout=WRITER_WAIT_S, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.executescript(_SCHEMA)
+                return conn
+            except (OSError, sqlite3.DatabaseError) as exc:
+                if conn is not None:
+                    conn.close()
+                # Two processes creating the index at once: SQLite answers "locked" at once, without waiting,
+                # when waiting could deadlock (both switching a new file to WAL). Try again until the deadline.
+                if (isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+                        and time.monotonic() < deadline):
+                    time.sleep(0.05)
+                    continue
+                raise self._index_error(exc, write=True) from None
 
     def _open_reader(self) -> sqlite3.Connection:
         if self.db_path.is_file():

@@ -156,6 +156,33 @@ def test_two_processes_saving_the_same_name_get_two_versions(tmp_path):
     assert all(Registry(tmp_path / "home").verify(r.ref).ok for r in records)
 
 
+def test_a_writer_told_locked_at_once_tries_again(tmp_path, monkeypatch):
+    """SQLite says "database is locked" without waiting when waiting could deadlock (two processes switching a
+    new index to WAL at once): the writer tries again instead of failing the save."""
+    import mltk.core.registry as registry_module
+
+    real_connect, refusals = sqlite3.connect, []
+
+    class RefusesWalOnce:
+        def __init__(self, conn):
+            self._conn = conn
+
+        def execute(self, sql, *args):
+            if sql.startswith("PRAGMA journal_mode") and not refusals:
+                refusals.append(sql)
+                raise sqlite3.OperationalError("database is locked")
+            return self._conn.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(self._conn, name)
+
+    monkeypatch.setattr(registry_module.sqlite3, "connect", lambda *a, **k: RefusesWalOnce(real_connect(*a, **k)))
+    record = _save(Registry(tmp_path / "home"))
+    monkeypatch.undo()
+    assert refusals and record.version == 1
+    assert Registry(tmp_path / "home").verify(record.ref).ok
+
+
 def test_remove_and_export(tmp_path):
     reg = Registry(tmp_path / "home")
     _save(reg)
