@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mltk.engines.talk.model import StyleTalkerModel
+from mltk.engines.talk.encoders import to_uint8
+from mltk.engines.talk.model import StyleTalkerModel, render_with
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,9 +65,12 @@ class SourceIdentity:
 
     def render(self, edits: torch.Tensor) -> torch.Tensor:
         """edits [1, T, num_ws, w_dim] (Δ_mot + Δ_lip) -> frames [1, T, 3, R, R]."""
-        ws = self.pivot[:, None] + edits
-        images = self.generator(ws.reshape(-1, *ws.shape[-2:]))
-        return images.view(*ws.shape[:2], *images.shape[1:])
+        return render_with(self.generator, self.pivot[:, None] + edits)
+
+    def frames(self, model: StyleTalkerModel, motion: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """Motion latents [1, T, M] and speech features [1, T, A] -> this face's frames, uint8 [T, R, R, 3] on the
+        CPU: the edits ``model`` makes for them (conditioned on ``w_id``), rendered on the pivot."""
+        return to_uint8(self.render(model.edits(self.w_id, motion, audio))[0].clamp(-1, 1)).cpu()
 
 
 def source_identity(model: StyleTalkerModel, source: torch.Tensor, adaptation: Adaptation | None = None

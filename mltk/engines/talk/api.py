@@ -34,7 +34,6 @@ from mltk.engines.talk import faces, media
 from mltk.engines.talk.adaptation import Adaptation, source_identity
 from mltk.engines.talk.artifact import latest_talker, load_model
 from mltk.engines.talk.data import TalkingClip, load_talking_data
-from mltk.engines.talk.encoders import to_uint8
 from mltk.engines.talk.inference import (
     BATCH_FRAMES,
     clip_faces,
@@ -115,8 +114,7 @@ class Talker:
         for first in range(0, clip.num_frames, self.batch_frames):
             mels = clip.mels[first:first + self.batch_frames].to(device)
             audio = model.audio_encoder(mels)[None]
-            edits = model.edits(identity.w_id, motion[first:first + self.batch_frames][None], audio)
-            out.append(to_uint8(identity.render(edits)[0].clamp(-1, 1)).cpu())
+            out.append(identity.frames(model, motion[first:first + self.batch_frames][None], audio))
         return torch.cat(out)
 
     @torch.no_grad()

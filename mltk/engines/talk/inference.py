@@ -101,8 +101,7 @@ def generate(model: StyleTalkerModel, identity: SourceIdentity, waveform: torch.
             batch_motion = motion[first:first + count].to(device)[None]
         if keep_motion is not None:
             keep_motion.append(batch_motion[0].cpu())
-        edits = model.edits(identity.w_id, batch_motion, audio)
-        yield to_uint8(identity.render(edits)[0].clamp(-1, 1)).cpu()
+        yield identity.frames(model, batch_motion, audio)
 
 
 def static_frames(source: torch.Tensor, waveform: torch.Tensor, *, batch_frames: int = BATCH_FRAMES

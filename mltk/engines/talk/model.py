@@ -69,6 +69,12 @@ def mouth_region(images: torch.Tensor, size: int) -> torch.Tensor:
     return resize_faces(images[..., top:bottom, left:right], size)
 
 
+def render_with(generator: nn.Module, ws: torch.Tensor) -> torch.Tensor:
+    """Latents [..., N, W] -> frames [..., 3, R, R] through ``generator`` (the model's, or one fitted to a face)."""
+    images = generator(ws.reshape(-1, *ws.shape[-2:]))
+    return images.view(*ws.shape[:-2], *images.shape[1:])
+
+
 class StyleTalkerModel(nn.Module):
     def __init__(self, spec: TalkerSpec):
         super().__init__()
@@ -128,9 +134,7 @@ class StyleTalkerModel(nn.Module):
 
     def render(self, ws: torch.Tensor) -> torch.Tensor:
         """[..., N, W] -> frames [..., 3, R, R]."""
-        lead = ws.shape[:-2]
-        images = self.generator(ws.reshape(-1, *ws.shape[-2:]))
-        return images.view(*lead, *images.shape[1:])
+        return render_with(self.generator, ws)
 
     # ------------------------------------------------------------ the training stages' losses
 
