@@ -210,6 +210,21 @@ class CorrelationTransform(nn.Module):
     def correlation(self) -> Tensor | None:
         if self.kind == "identity":
             return None
+        if self.kind == "learned":
+            return self._compose()
+        # A PCA transform changes only when its buffers do (set_statistics, a
+        # loaded state, a move to another device): C = U diag(lam) U^T is a
+        # d^3 product (885M multiply-adds at d = 960), so it is formed once
+        # per change, not at every forward pass. The cache holds the buffers
+        # themselves (compared by identity: a freed buffer's address cannot be
+        # mistaken for the current one) and their in-place version counters.
+        versions = (self.basis._version, self.importance._version)
+        cache = getattr(self, "_correlation_cache", None)
+        if cache is None or cache[0] is not self.basis or cache[1] is not self.importance or cache[2] != versions:
+            self._correlation_cache = (self.basis, self.importance, versions, self._compose())
+        return self._correlation_cache[3]
+
+    def _compose(self) -> Tensor:
         u = self.rotation()
         return (u * self.importance_vector().unsqueeze(-2)) @ u.transpose(-1, -2)
 
@@ -221,15 +236,28 @@ class CorrelationTransform(nn.Module):
 # ---------------------------------------------------------------- binarization
 
 
-def _fit_scales(codes: Tensor, rows: Tensor, c_rows: Tensor, correlation: Tensor | None):
-    """(alpha [G, O], numerator, denominator, C codes) of least-squares scales for fixed codes."""
-    if correlation is None:
-        c_codes = codes
-    else:
-        c_codes = codes @ correlation.unsqueeze(1)
-    numerator = (codes * c_rows).sum(dim=(-1, -2))
+def times_correlation(rows: Tensor, correlation: Tensor) -> Tensor:
+    """rows [G, O, P, d] @ C [G, d, d], as one [O*P, d] x [d, d] product per group.
+
+    Broadcasting C over the O and P axes (``rows @ C.unsqueeze(1)``) gives
+    the same numbers but runs O*P separate row-times-matrix products: at a
+    960-output pointwise conv that is 960 calls instead of one GEMM, and it
+    was most of a BiTAT training step.
+    """
+    groups, outputs, positions, dim = rows.shape
+    return (rows.reshape(groups, outputs * positions, dim) @ correlation).reshape(rows.shape)
+
+
+def _fit_scales(codes: Tensor, rows: Tensor, c_codes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(alpha [G, O], numerator, denominator) of the least-squares scales for fixed codes.
+
+    c_codes = codes @ C (the codes themselves when C = I). As C is symmetric,
+    the numerator b^T C w is w^T (C b): no product of C with the rows, so the
+    gradient reaches the rows without one either.
+    """
+    numerator = (rows * c_codes).sum(dim=(-1, -2))
     denominator = (codes * c_codes).sum(dim=(-1, -2)).clamp_min(_EPS)
-    return numerator / denominator, numerator, denominator, c_codes
+    return numerator / denominator, numerator, denominator
 
 
 def importance_binarize(rows: Tensor, correlation: Tensor | None, *, refine_iters: int) -> tuple[Tensor, Tensor]:
@@ -241,29 +269,38 @@ def importance_binarize(rows: Tensor, correlation: Tensor | None, *, refine_iter
     """
     codes = binary_sign(rows.detach())
     if correlation is None:
-        alpha, *_ = _fit_scales(codes, rows, rows, None)
+        alpha, *_ = _fit_scales(codes, rows, codes)
         return codes, alpha
-    c_rows = rows @ correlation.unsqueeze(1)
     with torch.no_grad():
-        c_rows_d, corr_d = c_rows.detach(), correlation.detach()
+        rows_d, corr_d = rows.detach(), correlation.detach()
+        c_rows = times_correlation(rows_d, corr_d)
         diagonal = torch.diagonal(corr_d, dim1=-2, dim2=-1).unsqueeze(1).unsqueeze(1)  # [G, 1, 1, d]
-        alpha, numerator, denominator, c_codes = _fit_scales(codes, rows.detach(), c_rows_d, corr_d)
+        c_codes = times_correlation(codes, corr_d)
+        alpha, numerator, denominator = _fit_scales(codes, rows_d, c_codes)
         # minimising sum (w - a b)^T C (w - a b) over a leaves -numerator^2 / denominator
         error = -numerator.square() / denominator
+        # An output whose codes a sweep left unchanged would propose the same candidate again, so
+        # each sweep after the first visits only the outputs the one before improved (in any group).
+        active = torch.arange(rows.shape[1], device=rows.device)
         for _ in range(refine_iters):
-            off_diagonal = c_codes - diagonal * codes
-            candidate = binary_sign(c_rows_d - alpha[..., None, None] * off_diagonal)
-            cand_alpha, cand_num, cand_den, cand_c = _fit_scales(candidate, rows.detach(), c_rows_d, corr_d)
+            off_diagonal = c_codes[:, active] - diagonal * codes[:, active]
+            candidate = binary_sign(c_rows[:, active] - alpha[:, active, None, None] * off_diagonal)
+            cand_c = times_correlation(candidate, corr_d)
+            cand_alpha, cand_num, cand_den = _fit_scales(candidate, rows_d[:, active], cand_c)
             cand_error = -cand_num.square() / cand_den
-            better = cand_error < error
-            if not bool(better.any()):
+            better = cand_error < error[:, active]
+            improved = better.any(dim=0)
+            if not bool(improved.any()):
                 break
             keep = better[..., None, None]
-            codes = torch.where(keep, candidate, codes)
-            c_codes = torch.where(keep, cand_c, c_codes)
-            alpha = torch.where(better, cand_alpha, alpha)
-            error = torch.where(better, cand_error, error)
-    alpha, *_ = _fit_scales(codes, rows, c_rows, correlation)
+            codes[:, active] = torch.where(keep, candidate, codes[:, active])
+            c_codes[:, active] = torch.where(keep, cand_c, c_codes[:, active])
+            alpha[:, active] = torch.where(better, cand_alpha, alpha[:, active])
+            error[:, active] = torch.where(better, cand_error, error[:, active])
+            active = active[improved]
+    if correlation.requires_grad:  # a learned transform: its gradient flows through C b
+        c_codes = times_correlation(codes, correlation)
+    alpha, *_ = _fit_scales(codes, rows, c_codes)
     return codes, alpha
 
 
@@ -272,7 +309,7 @@ def weighted_error(weight: Tensor, binarized: Tensor, layout: WeightLayout, corr
     diff = layout.view(weight - binarized)
     if correlation is None:
         return diff.square().sum()
-    return (diff * (diff @ correlation.unsqueeze(1))).sum()
+    return (diff * times_correlation(diff, correlation)).sum()
 
 
 class BinaryWeightQuantizer(nn.Module):

@@ -150,3 +150,61 @@ def test_learned_transform_stays_orthonormal_after_training_steps(parameterizati
     assert torch.allclose(u.transpose(-1, -2) @ u, eye, atol=1e-5)
     assert torch.allclose(u @ u.transpose(-1, -2), eye, atol=1e-5)
     assert bool((transform.importance_vector() > 0).all())
+
+
+def _reference_binarize(rows: torch.Tensor, correlation: torch.Tensor, sweeps: int):
+    """The textbook loop: every output re-proposed at every sweep, C broadcast row by row, alpha = b^T C w / b^T C b."""
+    c = correlation.unsqueeze(1)
+    codes = binary_sign(rows.detach())
+
+    def scales(b):
+        return (b * (rows @ c)).sum(dim=(-1, -2)) / (b * (b @ c)).sum(dim=(-1, -2))
+
+    for _ in range(sweeps):
+        alpha = scales(codes).detach()
+        error = -(alpha * (codes * (rows.detach() @ c)).sum(dim=(-1, -2)))
+        diagonal = torch.diagonal(correlation, dim1=-2, dim2=-1)[:, None, None]
+        candidate = binary_sign(rows.detach() @ c - alpha[..., None, None] * (codes @ c - diagonal * codes))
+        cand_alpha = scales(candidate).detach()
+        cand_error = -(cand_alpha * (candidate * (rows.detach() @ c)).sum(dim=(-1, -2)))
+        codes = torch.where((cand_error < error)[..., None, None], candidate, codes)
+    return codes, scales(codes)
+
+
+@pytest.mark.parametrize("shape", [(1, 40, 1, 24), (3, 6, 4, 5)], ids=["pointwise", "grouped, positions"])
+def test_refinement_of_improved_outputs_only_equals_re_proposing_every_output(shape):
+    gen = torch.Generator().manual_seed(0)
+    groups, _, _, dim = shape
+    basis = torch.linalg.qr(torch.randn(groups, dim, dim, generator=gen, dtype=torch.float64))[0]
+    importance = torch.rand(groups, dim, generator=gen, dtype=torch.float64) ** 4 * 10 + 1e-3  # far from I
+    correlation = (basis * importance.unsqueeze(-2)) @ basis.transpose(-1, -2)
+    rows = torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True)
+    codes, alpha = importance_binarize(rows, correlation, refine_iters=6)
+    ref_codes, ref_alpha = _reference_binarize(rows, correlation, sweeps=6)
+    assert not torch.equal(codes, binary_sign(rows.detach()))  # the refinement changed some codes
+    assert torch.equal(codes, ref_codes)
+    assert torch.allclose(alpha, ref_alpha, atol=1e-12)
+    # the scales' gradient (taken through C b, not C w) is the textbook one
+    weights = torch.randn(alpha.shape, generator=gen, dtype=torch.float64)
+    grad, = torch.autograd.grad((alpha * weights).sum(), rows)
+    ref_grad, = torch.autograd.grad((ref_alpha * weights).sum(), rows)
+    assert torch.allclose(grad, ref_grad, atol=1e-12)
+
+
+def test_a_pca_transform_forms_its_correlation_again_only_when_its_statistics_change():
+    conv = nn.Conv2d(8, 4, 1)
+    layout = WeightLayout.of(conv)
+    transform = CorrelationTransform(layout, kind="pca")
+    x = binary_sign(torch.randn(16, 8, 4, 4, generator=torch.Generator().manual_seed(0)) + 0.5)
+    moment, count = input_second_moment(x, conv, layout)
+    first = transform.correlation()
+    assert transform.correlation() is first  # formed once
+    transform.set_statistics(moment / count)
+    measured = transform.correlation()
+    assert measured is not first and not torch.allclose(measured, first)
+    assert torch.allclose(measured, (transform.basis * transform.importance.unsqueeze(-2)) @ transform.basis.mT)
+    fresh = CorrelationTransform(layout, kind="pca")
+    fresh.correlation()
+    fresh.load_state_dict(transform.state_dict())  # a resumed run: the loaded statistics, not the cached identity
+    assert torch.equal(fresh.correlation(), measured)
+    assert fresh.double().correlation().dtype == torch.float64  # and a move re-forms it on the new tensors
