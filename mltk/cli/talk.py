@@ -52,6 +52,7 @@ def talk(
         console.print(key_values(f"mltk talk ({result.model})", [
             ("video", document["path"]), ("frames", result.frames), ("fps", result.fps),
             ("duration", f"{result.duration:.2f} s"), ("contact sheet", document["contact_sheet"]),
-            ("speed", f"{result.frames_per_second:.1f} frames/s")]))
+            ("speed", f"{result.frames_per_second:.1f} frames/s ({result.rendering_frames_per_second:.1f} after "
+                      f"{result.adaptation_seconds:.1f} s fitting the face)")]))
 
     emit(fmt, document, human, quiet=document["path"])

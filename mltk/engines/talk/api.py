@@ -31,7 +31,7 @@ from mltk.core.errors import ArtifactError, UsageError
 from mltk.core.registry import Registry
 from mltk.engines.talk import audio as speech
 from mltk.engines.talk import faces, media
-from mltk.engines.talk.adaptation import Adaptation, source_identity
+from mltk.engines.talk.adaptation import Adaptation, SourceIdentity, source_identity
 from mltk.engines.talk.artifact import latest_talker, load_model
 from mltk.engines.talk.data import TalkingClip, load_talking_data
 from mltk.engines.talk.inference import (
@@ -70,16 +70,22 @@ class Talker:
             raise UsageError(f"prior {prior!r} is not one of {', '.join(self.model.priors)}")
         return prior
 
+    def adapt(self, source_image: torch.Tensor, adaptation: Adaptation | None = Adaptation()) -> SourceIdentity:
+        """The aligned face ``source_image`` (uint8 [3, S, S] or [S, S, 3]) with the generator fitted to it
+        (``adaptation.py``; None: the model as trained). Fit once, pass it as ``identity`` to ``generate`` and
+        ``reconstruct`` for every audio of that face."""
+        return source_identity(self.model, face_tensor(source_image, self.resolution).to(self.device), adaptation)
+
     def generate(self, source_image: torch.Tensor, audio: torch.Tensor, *, motion_from: TalkingClip | None = None,
                  seed: int = 0, prior: str | None = None, static: bool = False,
-                 adaptation: Adaptation | None = Adaptation(),
+                 adaptation: Adaptation | None = Adaptation(), identity: SourceIdentity | None = None,
                  on_batch: Callable[[int, int], None] | None = None,
                  keep_motion: list | None = None) -> Iterator[torch.Tensor]:
         """Frames of the aligned face ``source_image`` (uint8 [3, S, S] or [S, S, 3]) speaking ``audio`` (float
         [N], 16 kHz mono): uint8 [B, R, R, 3] batches, ``audio.frame_count(N)`` frames in all. The generator is
-        first adapted to the face (``adaptation.py``; ``adaptation=None`` renders with the model as trained).
-        ``on_batch(done, total)`` is called after each batch; ``keep_motion`` (a list) receives each batch's
-        motion latents."""
+        first adapted to the face (``adaptation.py``; ``adaptation=None`` renders with the model as trained),
+        unless ``identity`` (from :meth:`adapt`) is given. ``on_batch(done, total)`` is called after each batch;
+        ``keep_motion`` (a list) receives each batch's motion latents."""
         if audio.dim() != 1 or audio.numel() == 0:
             raise UsageError(f"audio must be mono samples [N] with N > 0, got shape {tuple(audio.shape)}")
         source = face_tensor(source_image, self.resolution)
@@ -92,7 +98,8 @@ class Talker:
                 reference = clip_faces(motion_from.faces[:1], self.resolution)
                 motion, _ = posterior_motion(self.model, motion_from.faces, motion_from.mels, reference,
                                              batch_frames=self.batch_frames)
-            identity = source_identity(self.model, source.to(self.device), adaptation)
+            if identity is None:
+                identity = source_identity(self.model, source.to(self.device), adaptation)
             batches = generate(self.model, identity, audio.float(), motion=motion, prior=self._prior(prior),
                                seed=seed, batch_frames=self.batch_frames, keep_motion=keep_motion)
         done = 0
@@ -103,13 +110,16 @@ class Talker:
                 on_batch(done, total)
 
     @torch.no_grad()
-    def reconstruct(self, clip: TalkingClip, *, adaptation: Adaptation | None = Adaptation()) -> torch.Tensor:
-        """Self-reconstruction: the clip's first frame as the source (adapted to as ``generate`` does), its own
-        speech (its mel windows) and its own motion (the posterior's mean) -> uint8 [T, R, R, 3]."""
+    def reconstruct(self, clip: TalkingClip, *, adaptation: Adaptation | None = Adaptation(),
+                    identity: SourceIdentity | None = None) -> torch.Tensor:
+        """Self-reconstruction: the clip's first frame as the source (adapted to as ``generate`` does, or
+        ``identity``, :meth:`adapt` of that frame), its own speech (its mel windows) and its own motion (the
+        posterior's mean) -> uint8 [T, R, R, 3]."""
         model, device = self.model, self.device
         reference = clip_faces(clip.faces[:1], self.resolution)
         motion, _ = posterior_motion(model, clip.faces, clip.mels, reference, batch_frames=self.batch_frames)
-        identity = source_identity(model, reference.to(device), adaptation)
+        if identity is None:
+            identity = source_identity(model, reference.to(device), adaptation)
         out = []
         for first in range(0, clip.num_frames, self.batch_frames):
             mels = clip.mels[first:first + self.batch_frames].to(device)
@@ -199,17 +209,25 @@ class TalkResult:
     duration: float
     contact_sheet: Path
     model: str
-    seconds: float
+    seconds: float  # adapting to the face, generating, encoding and writing the video
     adaptation: Adaptation | None = None
+    adaptation_seconds: float = 0.0  # the fixed cost per face within ``seconds``
 
     @property
     def frames_per_second(self) -> float:
         return self.frames / max(self.seconds, 1e-9)
 
+    @property
+    def rendering_frames_per_second(self) -> float:
+        """Frames per second once the face is adapted: the rate long audio approaches."""
+        return self.frames / max(self.seconds - self.adaptation_seconds, 1e-9)
+
     def to_dict(self) -> dict:
         return {"path": str(self.path), "frames": self.frames, "fps": self.fps, "duration": self.duration,
                 "contact_sheet": str(self.contact_sheet), "model": self.model,
                 "generation_seconds": round(self.seconds, 3), "frames_per_second": round(self.frames_per_second, 2),
+                "adaptation_seconds": round(self.adaptation_seconds, 3),
+                "rendering_frames_per_second": round(self.rendering_frames_per_second, 2),
                 "adaptation": dataclasses.asdict(self.adaptation) if self.adaptation else None}
 
 
@@ -240,7 +258,7 @@ def talk(image: str | Path, audio_path: str | Path, out: str | Path, *, model: s
          registry: Registry | None = None) -> TalkResult:
     """``mltk talk``: align the face of ``image``, make it speak ``audio_path``, write ``out`` (mp4, H.264 + AAC,
     25 fps, as long as the audio) and a contact sheet PNG beside it. The seconds reported include adapting the
-    generator to the face (``adaptation``; None skips it)."""
+    generator to the face (``adaptation``; None skips it), also reported on their own."""
     out = check_output(out)
     ref = model or latest_talker(registry)
     talker = load_talker(ref, registry, device=device)
@@ -251,11 +269,13 @@ def talk(image: str | Path, audio_path: str | Path, out: str | Path, *, model: s
     picks = sorted({round(i * (total - 1) / max(CONTACT_SHEET_FRAMES - 1, 1)) for i in range(CONTACT_SHEET_FRAMES)})
     kept: dict[int, np.ndarray] = {}
     started = time.perf_counter()
+    identity = talker.adapt(source, adaptation)
+    adaptation_seconds = time.perf_counter() - started
 
     def frames() -> Iterator[np.ndarray]:
         index = 0
         for batch in talker.generate(source, waveform, motion_from=driving, seed=seed, prior=prior,
-                                     adaptation=adaptation, on_batch=on_batch):
+                                     identity=identity, on_batch=on_batch):
             for frame in batch.numpy():
                 if index in picks:
                     kept[index] = frame
@@ -266,7 +286,7 @@ def talk(image: str | Path, audio_path: str | Path, out: str | Path, *, model: s
     seconds = time.perf_counter() - started
     sheet = write_contact_sheet(contact_sheet_path(out), [kept[i] for i in picks])
     return TalkResult(out, total, media.VIDEO_FPS, total / media.VIDEO_FPS, sheet, talker.source, seconds,
-                      adaptation if adaptation is not None and adaptation.enabled else None)
+                      adaptation if adaptation is not None and adaptation.enabled else None, adaptation_seconds)
 
 
 def write_contact_sheet(path: Path, frames: list[np.ndarray], columns: int = 4) -> Path:

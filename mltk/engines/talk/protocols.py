@@ -39,7 +39,9 @@ Generation adapts the model to the source face first, as ``mltk talk`` does (``a
   ``motion_draws`` draws, and the temporal standard deviation of a draw
   relative to the clip's own (posterior) motion.
 * **Speed**: frames per second of audio-driven generation, adapting to the
-  source face included (a fixed cost per face), reading and aligning inputs not.
+  source face included (``fps``) and not (``fps_rendering``, the rate long
+  audio approaches), and the adaptation's own ``adapt_seconds`` (a fixed cost
+  per face); reading and aligning inputs not included.
 
 Figures are averaged over clips, weighted by frames. Per-clip figures and the
 expert's own accuracy are in ``details``.
@@ -144,13 +146,16 @@ def score_clip(talker: Talker, expert: sync_expert.SyncExpert, clip: TalkingClip
     """Every figure of one held-out clip (the module docstring), plus its frame count."""
     truth = clip.faces.permute(0, 2, 3, 1).contiguous()  # [T, S, S, 3]
     source = clip.faces[0]
-    adaptation = Adaptation.steps(options.adapt_steps)
     started = time.perf_counter()
-    driven = _collect(talker.generate(source, clip.audio, seed=options.seed, adaptation=adaptation))
-    seconds = time.perf_counter() - started
+    identity = talker.adapt(source, Adaptation.steps(options.adapt_steps))
+    adapted = time.perf_counter()
+    driven = _collect(talker.generate(source, clip.audio, seed=options.seed, identity=identity))
+    finished = time.perf_counter()
     static = _collect(talker.generate(source, clip.audio, static=True))
-    rebuilt = talker.reconstruct(clip, adaptation=adaptation)
-    scores: dict[str, float] = {"frames": clip.num_frames, "fps": clip.num_frames / max(seconds, 1e-9)}
+    rebuilt = talker.reconstruct(clip, identity=identity)  # its source is the same first frame
+    scores: dict[str, float] = {"frames": clip.num_frames, "fps": clip.num_frames / max(finished - started, 1e-9),
+                                "fps_rendering": clip.num_frames / max(finished - adapted, 1e-9),
+                                "adapt_seconds": adapted - started}
     for label, frames in (("ground_truth", truth), ("", driven), ("reconstruction", rebuilt), ("static", static)):
         curve = sync_expert.sync_curve(expert, sync_expert.expert_mouths(expert, frames), clip.mels)
         suffix = f"_{label}" if label else ""

@@ -55,3 +55,19 @@ def test_zero_steps_turn_adaptation_off_and_negative_ones_are_refused(model_and_
     assert source_identity(model, face, Adaptation.steps(0)).generator is model.generator
     with pytest.raises(ValueError, match=">= 0"):
         Adaptation(latent_steps=-1)
+
+
+def test_a_face_adapted_once_speaks_as_one_adapted_at_every_call(model_and_face):
+    from mltk.engines.talk.api import Talker
+
+    model, face = model_and_face
+    talker = Talker(model, source="test", card={})
+    image = ((face[0] + 1) * 127.5).round().to(torch.uint8)  # [3, 16, 16]
+    audio = torch.sin(torch.arange(16000 * 0.5) * 0.05)
+    adaptation = Adaptation(latent_steps=10, generator_steps=10)
+    once = talker.adapt(image, adaptation)
+    fitted = torch.cat(list(talker.generate(image, audio, adaptation=adaptation)))
+    reused = torch.cat(list(talker.generate(image, audio, identity=once)))
+    assert torch.equal(fitted, reused)
+    plain = torch.cat(list(talker.generate(image, audio, adaptation=None)))
+    assert not torch.equal(fitted, plain)  # the identity passed in is what rendered the frames

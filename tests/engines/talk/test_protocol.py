@@ -69,7 +69,8 @@ def test_the_talk_protocol_scores_the_held_out_speaker_with_every_figure(talk_pr
     # count and on what ran before in the process.)
     assert figures["lse_c_ground_truth"] > max(2 * figures["lse_c_static"], figures["lse_c_static"] + 0.05)
     assert figures["sync_offset_ground_truth"] == 0
-    assert figures["motion_spread_flow"] > 0 and figures["fps"] > 0
+    assert figures["motion_spread_flow"] > 0 and figures["fps_rendering"] > figures["fps"] > 0
+    assert figures["adapt_seconds"] > 0  # fitted to the face by default
 
 
 def test_scoring_fewer_frames_and_a_missing_expert_are_handled(talk_protocol_setup):

@@ -61,6 +61,8 @@ def test_talk_writes_an_mp4_as_long_as_the_audio_with_the_audio_in_it(cli, train
     assert document["frames"] == speech.frame_count(samples) == 33
     assert document["fps"] == 25 and document["duration"] == pytest.approx(33 / 25)
     assert document["adaptation"]["generator_steps"] == 100  # fitted to the face by default (--adapt-steps)
+    assert 0 < document["adaptation_seconds"] < document["generation_seconds"]
+    assert document["rendering_frames_per_second"] > document["frames_per_second"]
     assert "frames 32/33" in result.stderr and "frames 33/33" in result.stderr  # progress per batch
     written = media.read_clip(out)
     assert written.frames.shape[:3] == (33, 16, 16)
