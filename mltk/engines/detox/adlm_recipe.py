@@ -197,7 +197,7 @@ class AdlmRecipe:
                                   seed=cfg.seed)
 
     def train(self) -> None:
-        self.task.run()
+        self.task.train()
 
     @torch.no_grad()
     def evaluate(self) -> dict:

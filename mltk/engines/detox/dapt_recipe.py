@@ -42,7 +42,7 @@ class DaptRecipe:
                                   seed=cfg.seed)
 
     def train(self) -> None:
-        self.task.run()
+        self.task.train()
 
     def evaluate(self) -> dict:
         self.objective.eval()

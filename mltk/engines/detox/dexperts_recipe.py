@@ -76,7 +76,7 @@ class DExpertsRecipe:
                                   loop=cfg.train, optim=cfg.optim, seed=cfg.seed)
 
     def train(self) -> None:
-        self.task.run()
+        self.task.train()
 
     def evaluate(self) -> dict:
         self.objective.eval()

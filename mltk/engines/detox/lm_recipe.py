@@ -88,7 +88,7 @@ class LanguageModelRecipe:
                                   optim=cfg.optim, seed=cfg.seed)
 
     def train(self) -> None:
-        self.task.run()
+        self.task.train()
 
     def evaluate(self) -> dict:
         model = self.objective.model.eval()

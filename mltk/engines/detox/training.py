@@ -18,7 +18,7 @@ import math
 import torch
 
 from mltk.core.errors import ConfigError
-from mltk.core.loop import StepLoop, StepOutput, StepTask
+from mltk.core.loop import OneModelTask, StepLoop, StepOutput
 from mltk.core.optimization import adamw_without_decay_on_vectors
 from mltk.core.run_recipe import RunContext
 from mltk.core.seeding import generator, seed_everything
@@ -82,14 +82,16 @@ def learning_rate(step: int, *, total_steps: int, optim: OptimSpec) -> float:
     return optim.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-class ObjectiveTask(StepTask):
-    """Trains ``objective`` on ``data`` for ``train.steps`` steps on the shared step loop."""
+class ObjectiveTask(OneModelTask):
+    """Trains ``objective`` on ``data`` for ``train.steps`` steps on the shared step loop (``train()``); a
+    checkpoint stores only the weights the objective trains."""
 
     throughput_name = "tokens_per_s"
+    optimizer_name = "objective"
 
     def __init__(self, ctx: RunContext, *, objective: torch.nn.Module, data: TokenData, loop: LoopSpec,
                  optim: OptimSpec, seed: int):
-        self.ctx, self.objective, self.spec, self.optim_spec, self.seed = ctx, objective, loop, optim, seed
+        self.ctx, self.model, self.spec, self.optim_spec, self.seed = ctx, objective, loop, optim, seed
         if loop.batch_size > len(data):
             raise ConfigError([f"train.batch_size: {loop.batch_size} is more than the {len(data)} training "
                                "sequences"], hint="lower train.batch_size or add data")
@@ -102,16 +104,6 @@ class ObjectiveTask(StepTask):
         self.loop = StepLoop(ctx, settings=loop, seed=seed, total_steps=loop.steps, description=ctx.recipe,
                              grad_clip=optim.grad_clip)
         self.loop.restore(self)
-
-    def run(self) -> None:
-        self.objective.train()
-        self.loop.run(self)
-
-    def forward_module(self) -> torch.nn.Module:
-        return self.objective
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"objective": self.optimizer}
 
     def learning_rate(self, step: int) -> float:
         return learning_rate(step, total_steps=self.spec.steps, optim=self.optim_spec)
@@ -138,10 +130,10 @@ class ObjectiveTask(StepTask):
         return f"step {done}/{self.spec.steps}", {"lr": lr, **means}
 
     def model_state(self) -> dict[str, torch.Tensor]:
-        return self.objective.trainable_state()
+        return self.model.trainable_state()
 
     def load_state(self, model_state: dict[str, torch.Tensor], trainer_state: dict) -> None:
-        self.objective.load_trainable_state(model_state)
+        self.model.load_trainable_state(model_state)
 
 
 @torch.no_grad()
