@@ -115,7 +115,7 @@ def training_form(parent: torch.nn.Module, method: tuple[str, str], channels: in
 
 
 def deployed_form(parent: torch.nn.Module, student: torch.nn.Module, plan: dict) -> torch.nn.Module:
-    deployed = build_from_spec(parent.spec).to(next(parent.parameters()).device)
+    deployed = build_from_spec(parent.spec)
     to_deployed_form(deployed, plan)
     student.eval()
     fill_deployed(deployed, student, plan)
