@@ -260,6 +260,19 @@ def _fit_scales(codes: Tensor, rows: Tensor, c_codes: Tensor) -> tuple[Tensor, T
     return numerator / denominator, numerator, denominator
 
 
+def _take(values: Tensor, outputs: Tensor | None) -> Tensor:
+    """values [G, O, ...] at the given outputs (all when None)."""
+    return values if outputs is None else values[:, outputs]
+
+
+def _put(values: Tensor, outputs: Tensor | None, new: Tensor) -> Tensor:
+    """values with the given outputs set to ``new`` (``new`` itself when every output is given)."""
+    if outputs is None:
+        return new
+    values[:, outputs] = new
+    return values
+
+
 def importance_binarize(rows: Tensor, correlation: Tensor | None, *, refine_iters: int) -> tuple[Tensor, Tensor]:
     """Binary codes and per-output scales minimising the C-weighted error of ``rows``.
 
@@ -281,23 +294,23 @@ def importance_binarize(rows: Tensor, correlation: Tensor | None, *, refine_iter
         error = -numerator.square() / denominator
         # An output whose codes a sweep left unchanged would propose the same candidate again, so
         # each sweep after the first visits only the outputs the one before improved (in any group).
-        active = torch.arange(rows.shape[1], device=rows.device)
+        active = None  # every output
         for _ in range(refine_iters):
-            off_diagonal = c_codes[:, active] - diagonal * codes[:, active]
-            candidate = binary_sign(c_rows[:, active] - alpha[:, active, None, None] * off_diagonal)
+            off_diagonal = _take(c_codes, active) - diagonal * _take(codes, active)
+            candidate = binary_sign(_take(c_rows, active) - _take(alpha, active)[..., None, None] * off_diagonal)
             cand_c = times_correlation(candidate, corr_d)
-            cand_alpha, cand_num, cand_den = _fit_scales(candidate, rows_d[:, active], cand_c)
+            cand_alpha, cand_num, cand_den = _fit_scales(candidate, _take(rows_d, active), cand_c)
             cand_error = -cand_num.square() / cand_den
-            better = cand_error < error[:, active]
+            better = cand_error < _take(error, active)
             improved = better.any(dim=0)
             if not bool(improved.any()):
                 break
             keep = better[..., None, None]
-            codes[:, active] = torch.where(keep, candidate, codes[:, active])
-            c_codes[:, active] = torch.where(keep, cand_c, c_codes[:, active])
-            alpha[:, active] = torch.where(better, cand_alpha, alpha[:, active])
-            error[:, active] = torch.where(better, cand_error, error[:, active])
-            active = active[improved]
+            codes = _put(codes, active, torch.where(keep, candidate, _take(codes, active)))
+            c_codes = _put(c_codes, active, torch.where(keep, cand_c, _take(c_codes, active)))
+            alpha = _put(alpha, active, torch.where(better, cand_alpha, _take(alpha, active)))
+            error = _put(error, active, torch.where(better, cand_error, _take(error, active)))
+            active = improved.nonzero().squeeze(1) if active is None else active[improved]
     if correlation.requires_grad:  # a learned transform: its gradient flows through C b
         c_codes = times_correlation(codes, correlation)
     alpha, *_ = _fit_scales(codes, rows, c_codes)
