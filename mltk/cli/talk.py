@@ -25,8 +25,8 @@ def talk(
     prior: str = typer.Option(None, "--prior", help="flow or gaussian [default: the one the model was trained with]"),
     adapt_steps: int = typer.Option(Adaptation().generator_steps, "--adapt-steps", min=0,
                                     help="steps of fitting the model to this face before it speaks (pivotal "
-                                         "tuning of the latent, then of a copy of the generator); 0: render it "
-                                         "as the model was trained"),
+                                         "tuning of a copy of the generator on the face's latent); 0: render "
+                                         "it as the model was trained"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps or auto"),
     fmt: str = FormatOption,
 ) -> None:
@@ -43,7 +43,7 @@ def talk(
         reporter.info(f"frames {done}/{total}")
 
     if adapt_steps:
-        reporter.info(f"the model is fitted to the face ({adapt_steps} + {adapt_steps} steps) before the first frames")
+        reporter.info(f"the model is fitted to the face ({adapt_steps} steps) before the first frames")
     result = talk_to_file(image, audio, out, model=model, motion_from=motion_from, seed=seed, prior=prior,
                           device=device, adaptation=Adaptation.steps(adapt_steps), on_batch=progress)
     document = result.to_dict()

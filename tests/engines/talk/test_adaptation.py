@@ -47,11 +47,15 @@ def test_adapting_brings_the_source_back_closer_and_leaves_the_model_untouched(m
     assert all(not p.requires_grad or p.grad is None for p in model.parameters())
     again = source_identity(model, face, Adaptation(latent_steps=30, generator_steps=30))
     assert torch.equal(again.pivot, both.pivot) and error(again) == error(both)  # no random draws
+    # the default: the generator alone, on the encoder's latent (the one the edits were trained on)
+    default = source_identity(model, face, Adaptation(generator_steps=30))
+    assert torch.equal(default.pivot, plain.w_id) and default.generator is not model.generator
+    assert error(default) < 0.7 * error(plain)
 
 
 def test_zero_steps_turn_adaptation_off_and_negative_ones_are_refused(model_and_face):
     model, face = model_and_face
-    assert not Adaptation.steps(0).enabled and Adaptation.steps(5) == Adaptation(5, 5)
+    assert not Adaptation.steps(0).enabled and Adaptation.steps(5) == Adaptation(latent_steps=0, generator_steps=5)
     assert source_identity(model, face, Adaptation.steps(0)).generator is model.generator
     with pytest.raises(ValueError, match=">= 0"):
         Adaptation(latent_steps=-1)
