@@ -50,6 +50,10 @@ class QuantSpec:
     # real-valued shortcut around every binary-input layer: BN(conv(sign(x))) + shortcut(x), parameter-free
     # (identity, channel repeat / group mean, average pooling); our adaptation of Bi-Real Net / ReActNet
     float_shortcuts: bool = True
+    # when a layer's inputs turn binary, the BatchNorm scale of its binary branch (what its float shortcut goes
+    # around) is multiplied by this: below 1 the network starts near its float path and the branches grow in;
+    # 0 = by architecture (QuantizeConfig.branch_gain), 1 = off
+    branch_gain: float = 0.0
     # dtype of the per-channel float vectors in the artifact (folded scales/biases, thresholds, RPReLU, BN)
     vector_dtype: Literal["float16", "float32"] = "float32"
 
@@ -138,6 +142,15 @@ class QuantizeConfig:
             return self.quant.act_bits
         return 1 if self.quant.bits == 1 else 32
 
+    def branch_gain(self, arch: str) -> float:
+        """The starting gain of binary branches: ``quant.branch_gain``, or for 0 the one chosen for ``arch`` on
+        validation splits (benchmarks/results/quantize_branch_gain.md): 0.01 for MobileNetV2, whose 30-odd
+        binary layers otherwise each add sign noise as large as the signal (+8 to +12 points on digits, +2.7 on
+        CIFAR-10), 1 elsewhere (ConvNet-3, two binary layers, lost 4 to 7 points at 0.01)."""
+        if self.quant.branch_gain:
+            return self.quant.branch_gain
+        return 0.01 if arch == "mobilenet_v2" else 1.0
+
     def artifact_name(self) -> str:
         if self.name:
             return self.name
@@ -173,6 +186,9 @@ def config_problems(cfg: QuantizeConfig) -> list[str]:
     if q.min_binary_channels < 0:
         problems.append(f"quant.min_binary_channels: must be >= 0 (0 = binarize every layer), "
                         f"got {q.min_binary_channels}")
+    if q.branch_gain < 0:
+        problems.append(f"quant.branch_gain: must be >= 0 (0 = by architecture, 1 = the branch as the float "
+                        f"layer had it), got {q.branch_gain}")
     b = cfg.bitat
     if b.refine_iters < 0:
         problems.append(f"bitat.refine_iters: must be >= 0, got {b.refine_iters}")

@@ -49,6 +49,7 @@ from mltk.data.images.augment import crop_flip, crop_padding
 from mltk.engines.quantize.artifact import deployed_from_bytes, quantized_artifact
 from mltk.engines.quantize.calibrate import calibrate_layers
 from mltk.engines.quantize.config import QuantizeConfig
+from mltk.engines.quantize.layers import QuantizedLayer
 from mltk.engines.quantize.methods import is_post_training, method_settings
 from mltk.engines.quantize.network import (
     TrainingOptions,
@@ -220,6 +221,7 @@ class QuantizeRecipe(StepTask):
                 gate = self.gates.get(self.plan["layers"][i]["name"])
                 if gate is not None and i in binary_inputs:
                     gate.on.fill_(True)
+            self._scale_branches([self.layers[i] for i in binary_inputs])
             self._calibrate(new_weight, phase.steps)  # their transforms, measured on the quantized inputs
             for i in new_weight:
                 self.layers[i].weight_on.fill_(True)
@@ -229,6 +231,15 @@ class QuantizeRecipe(StepTask):
             bar.line(f"{phase.label}: quantizing the {what} of {len(names)} layer{'s' * (len(names) != 1)} "
                      f"({shown}) for {phase.steps} steps")
         return self.phases[current].label
+
+    @torch.no_grad()
+    def _scale_branches(self, layers: list[QuantizedLayer]) -> None:
+        """``quant.branch_gain`` on the BatchNorm scale of each binary branch that has a float shortcut around it,
+        once, as its inputs turn binary (``act_on`` is saved, so a resumed run does not scale them again)."""
+        gain = self.cfg.branch_gain(self.source.model.arch)
+        for layer in layers:
+            if gain != 1 and layer.shortcut is not None and layer.norm is not None:
+                layer.norm.weight.mul_(gain)
 
     def _switch_shortcuts_on(self, phase, bar) -> None:
         """The float adaptation phase: every float shortcut on (and kept on), every quantizer still off."""
@@ -348,7 +359,8 @@ class QuantizeRecipe(StepTask):
         self.student.to(self.ctx.device)
         tensors = deployed_tensors(deployed, self.plan, vector_dtype=cfg.quant.vector_dtype)
         quantization = {"method": self.settings.name, "bits": cfg.quant.bits, "act_bits": cfg.act_bits(),
-                        "settings": self.settings.describe(), "schedule": [
+                        "settings": self.settings.describe(),
+                        "branch_gain": cfg.branch_gain(self.source.model.arch), "schedule": [
                             {"label": p.label, "steps": p.steps, "layers": len(p.weight_layers)} for p in self.phases]}
         config = to_dict(cfg)
         self.files, self.card = quantized_artifact(

@@ -169,6 +169,11 @@ def test_binary_method_with_multi_bit_weights_is_a_usage_error(cli, fp_digits):
     assert result.code == 2 and "--bits 4 uses uniform quantization" in result.stderr
 
 
+def test_a_negative_branch_gain_is_a_config_error(cli, fp_digits):
+    result = cli("quantize", str(fp_digits), "quant.branch_gain=-1")
+    assert result.code == 2 and "quant.branch_gain: must be >= 0" in result.stderr
+
+
 def test_foreign_torchvision_state_dict_is_inferred_and_quantized(cli, mltk_env):
     import torchvision
 

@@ -137,3 +137,34 @@ def _assert_same_artifact(registry, whole: dict, resumed: dict) -> None:
     for key in first:
         assert torch.equal(first[key], second[key]), key
     assert resumed["metrics"]["test_accuracy"] == whole["metrics"]["test_accuracy"]
+
+
+def test_branch_gain_scales_each_binary_branch_once_as_its_inputs_turn_binary(fp_digits, tmp_path):
+    # bitat's progressive schedule, 2 stages of 11 steps: layer 0's inputs turn binary at step 0, layer 1's at 11
+    overrides = ["train.epochs=2", "calibration.images=128", "train.ckpt_every=1", "train.keep_checkpoints=100",
+                 "bitat.progressive_fraction=0.5", "quant.branch_gain=0.25", "optim.lr=1e-6"]
+    registry = Registry(tmp_path / "home")
+    whole = quantize(str(fp_digits), overrides=overrides, runs_root=tmp_path / "runs", registry=registry,
+                     reporter=Reporter("quiet"))
+    card = registry.resolve(whole["artifact"]).card()
+    names = [layer["name"] for layer in card["quantization"]["plan"]["layers"]]
+    gammas = {c.step: [load_safetensors(c.path / "model.safetensors")[0][f"{name}.norm.weight"] for name in names]
+              for c in RunDir(whole["run_dir"]).checkpoints()}
+    parent, _ = load_safetensors(fp_digits / "model.safetensors")
+    first_bn = next(spec["folded_bn"] for spec in card["quantization"]["plan"]["layers"])
+    torch.testing.assert_close(gammas[1][0], 0.25 * parent[f"{first_bn}.weight"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(gammas[11][1], gammas[10][1], atol=1e-4, rtol=0)  # still float in stage 1
+    torch.testing.assert_close(gammas[12][1], 0.25 * gammas[11][1], atol=1e-4, rtol=0)
+    torch.testing.assert_close(gammas[13][0], gammas[12][0], atol=1e-4, rtol=0)  # each layer once
+    # resumed after both switches (their act_on saved): not scaled again
+    resumed = quantize(str(fp_digits), overrides=overrides, resume=f"{whole['run_dir']}/ckpt/step-15",
+                       runs_root=tmp_path / "runs", registry=registry, reporter=Reporter("quiet"))
+    _assert_same_artifact(registry, whole, resumed)
+
+
+def test_the_branch_gain_is_chosen_by_architecture_unless_set():
+    from mltk.engines.quantize.config import QuantizeConfig, QuantSpec
+
+    assert QuantizeConfig().branch_gain("mobilenet_v2") == 0.01  # chosen on validation splits (digits, CIFAR-10)
+    assert QuantizeConfig().branch_gain("convnet") == 1.0  # ConvNet-3 lost points at 0.01
+    assert QuantizeConfig(quant=QuantSpec(branch_gain=0.5)).branch_gain("mobilenet_v2") == 0.5
