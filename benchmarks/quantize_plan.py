@@ -255,8 +255,8 @@ def write_report(results: dict) -> None:
         fp_acc = 100 * fp["metrics"]["test_accuracy"]
         lines += [f"## Digits, MobileNetV2 width {key.removeprefix('digits-w')}: every method, both plans", "",
                   f"Float parent: {fp_acc:.1f}% test accuracy (`{fp['command']}`). The digits preset's budget "
-                  "for every run. BiTAT's default-plan rows ran with the preset's XNOR-style activations; its "
-                  "fully binarized rows ran before the preset chose them, with ReActNet's.", "",
+                  "for every run, with the preset's BiTAT activations (XNOR-style) and MobileNetV2's branch gain "
+                  "(0.01, `quant.branch_gain`; quantize_branch_gain.md has the runs without it).", "",
                   "| method | plan | seeds | test accuracy (%) | gap to float (points) | size ratio "
                   "(float / 1-bit) | float layers (parameters) | seconds per run |",
                   "|---|---|---|---|---|---|---|---|"]
