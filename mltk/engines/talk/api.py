@@ -99,7 +99,7 @@ class Talker:
                 motion, _ = posterior_motion(self.model, motion_from.faces, motion_from.mels, reference,
                                              batch_frames=self.batch_frames)
             if identity is None:
-                identity = source_identity(self.model, source.to(self.device), adaptation)
+                identity = self.adapt(source_image, adaptation)
             batches = generate(self.model, identity, audio.float(), motion=motion, prior=self._prior(prior),
                                seed=seed, batch_frames=self.batch_frames, keep_motion=keep_motion)
         done = 0
@@ -119,7 +119,7 @@ class Talker:
         reference = clip_faces(clip.faces[:1], self.resolution)
         motion, _ = posterior_motion(model, clip.faces, clip.mels, reference, batch_frames=self.batch_frames)
         if identity is None:
-            identity = source_identity(model, reference.to(device), adaptation)
+            identity = self.adapt(clip.faces[0], adaptation)
         out = []
         for first in range(0, clip.num_frames, self.batch_frames):
             mels = clip.mels[first:first + self.batch_frames].to(device)
