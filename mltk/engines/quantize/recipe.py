@@ -119,6 +119,7 @@ class QuantizeRecipe(StepTask):
         n_layers = len(self.layers)
         ctx.reporter.info(f"{self.settings.name}: W{cfg.quant.bits}/A{cfg.act_bits()} on {n_layers} layers; "
                           f"full precision: " + ", ".join(k["name"] for k in self.plan["full_precision"]))
+        self.branch_gain = self._effective_branch_gain()
 
         self.local_batch = per_rank_batch(cfg.train.batch_size, ctx.dist.world_size)
         self.steps_per_epoch = steps_per_epoch(len(train), cfg.train.batch_size)
@@ -232,14 +233,28 @@ class QuantizeRecipe(StepTask):
                      f"({shown}) for {phase.steps} steps")
         return self.phases[current].label
 
+    def _effective_branch_gain(self) -> float:
+        """The gain ``_scale_branches`` applies: the configured one, or 1 when no binary layer has a BatchNorm of
+        its own between its conv and its float shortcut (a CIFAR ResNet's shortcut joins before the BatchNorm,
+        so there is no branch scale to lower). The card records this value, not the one asked for."""
+        gain = self.cfg.branch_gain(self.source.model.arch)
+        if any(layer.shortcut is not None and layer.norm is not None for layer in self.layers):
+            return gain
+        if self.cfg.quant.branch_gain not in (0, 1):
+            self.ctx.reporter.warn(f"quant.branch_gain={self.cfg.quant.branch_gain:g} has no effect: no binary "
+                                   f"layer of {self.source.model.arch} has a BatchNorm between its conv and its "
+                                   f"float shortcut")
+        return 1.0
+
     @torch.no_grad()
     def _scale_branches(self, layers: list[QuantizedLayer]) -> None:
-        """``quant.branch_gain`` on the BatchNorm scale of each binary branch that has a float shortcut around it,
+        """The branch gain on the BatchNorm scale of each binary branch that has a float shortcut around it,
         once, as its inputs turn binary (``act_on`` is saved, so a resumed run does not scale them again)."""
-        gain = self.cfg.branch_gain(self.source.model.arch)
+        if self.branch_gain == 1:
+            return
         for layer in layers:
-            if gain != 1 and layer.shortcut is not None and layer.norm is not None:
-                layer.norm.weight.mul_(gain)
+            if layer.shortcut is not None and layer.norm is not None:
+                layer.norm.weight.mul_(self.branch_gain)
 
     def _switch_shortcuts_on(self, phase, bar) -> None:
         """The float adaptation phase: every float shortcut on (and kept on), every quantizer still off."""
@@ -360,7 +375,7 @@ class QuantizeRecipe(StepTask):
         tensors = deployed_tensors(deployed, self.plan, vector_dtype=cfg.quant.vector_dtype)
         quantization = {"method": self.settings.name, "bits": cfg.quant.bits, "act_bits": cfg.act_bits(),
                         "settings": self.settings.describe(),
-                        "branch_gain": cfg.branch_gain(self.source.model.arch), "schedule": [
+                        "branch_gain": self.branch_gain, "schedule": [
                             {"label": p.label, "steps": p.steps, "layers": len(p.weight_layers)} for p in self.phases]}
         config = to_dict(cfg)
         self.files, self.card = quantized_artifact(

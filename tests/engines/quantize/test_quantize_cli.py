@@ -174,6 +174,16 @@ def test_a_negative_branch_gain_is_a_config_error(cli, fp_digits):
     assert result.code == 2 and "quant.branch_gain: must be >= 0" in result.stderr
 
 
+def test_a_branch_gain_with_no_branch_to_scale_is_reported_and_not_recorded(cli, fp_digits):
+    # without float shortcuts no binary layer has a branch of its own: the gain cannot apply
+    result = cli("quantize", str(fp_digits), "--method", "xnor", "train.epochs=0", "calibration.images=64",
+                 "quant.float_shortcuts=false", "quant.branch_gain=0.25", "--format", "json")
+    assert result.code == 0, result.stderr
+    assert "quant.branch_gain=0.25 has no effect" in result.stderr
+    card = cli("show", result.json()["artifact"], "--format", "json").json()["card"]
+    assert card["quantization"]["branch_gain"] == 1.0
+
+
 def test_foreign_torchvision_state_dict_is_inferred_and_quantized(cli, mltk_env):
     import torchvision
 
