@@ -83,13 +83,15 @@ def float_network(width: float, channels: int, size: int) -> torch.nn.Module:
 
 
 def training_form(parent: torch.nn.Module, method: tuple[str, str], channels: int, size: int,
-                  device: torch.device = torch.device("cpu")) -> tuple[torch.nn.Module, dict]:
+                  device: torch.device = torch.device("cpu"), refine_iters: int | None = None
+                  ) -> tuple[torch.nn.Module, dict]:
     """``parent``'s QAT form as ``mltk quantize`` builds it, every layer switched on (the schedule's end).
 
     method: (quant.method, bitat.activations), a value of METHODS.
     """
     name, activations = method
-    cfg = QuantizeConfig(quant=QuantSpec(method=name), bitat=BitatSpec(activations=activations))
+    refine = {} if refine_iters is None else {"refine_iters": refine_iters}
+    cfg = QuantizeConfig(quant=QuantSpec(method=name), bitat=BitatSpec(activations=activations, **refine))
     settings = method_settings(cfg)
     student = copy.deepcopy(parent)
     plan = plan_quantization(student, image_shape=(channels, size, size), bits=1, act_bits=cfg.act_bits(),
@@ -167,7 +169,8 @@ def median_seconds(functions: dict, repeats: int) -> dict[str, float]:
 
 
 def measure(width: float, data: str, step_repeats: int, latency_repeats: int,
-            device: torch.device = torch.device("cpu"), batch_size: int = BATCH) -> dict:
+            device: torch.device = torch.device("cpu"), batch_size: int = BATCH,
+            refine_iters: int | None = None) -> dict:
     channels, size = INPUTS[data]
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(batch_size, channels, size, size, generator=generator).to(device)
@@ -175,7 +178,8 @@ def measure(width: float, data: str, step_repeats: int, latency_repeats: int,
     parent = float_network(width, channels, size).to(device)
     teacher = copy.deepcopy(parent).eval()
     kd_weight = QuantizeConfig().kd.weight
-    students = {label: training_form(parent, method, channels, size, device) for label, method in METHODS.items()}
+    students = {label: training_form(parent, method, channels, size, device, refine_iters)
+                for label, method in METHODS.items()}
     plan = students["bitat, pca"][1]
     binary = len(plan["layers"])
     float_layers = len(plan["full_precision"])
@@ -346,6 +350,8 @@ def main() -> None:
     parser.add_argument("--latency-repeats", type=int, default=15)
     parser.add_argument("--device", default="cpu", help="cpu (one thread) or cuda")
     parser.add_argument("--batch", type=int, default=BATCH)
+    parser.add_argument("--refine-iters", type=int, default=None,
+                        help="bitat.refine_iters of the BiTAT forms (default: the config's, 3)")
     parser.add_argument("--report", action="store_true", help="only rewrite the .md from the .json")
     parser.add_argument("--previous", action="store_true",
                         help="only compare the deployed layers' previous forwards with the current ones")
@@ -364,7 +370,8 @@ def main() -> None:
         rows = []
         for width in args.widths:
             for data in args.data:
-                row = measure(width, data, args.step_repeats, args.latency_repeats, device, args.batch)
+                row = measure(width, data, args.step_repeats, args.latency_repeats, device, args.batch,
+                              args.refine_iters)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
         results["runs"][args.label] = {
