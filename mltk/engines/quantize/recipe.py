@@ -237,9 +237,8 @@ class QuantizeRecipe(StepTask):
         """The gain ``_scale_branches`` applies: the configured one, or 1 when no binary layer has a BatchNorm of
         its own between its conv and its float shortcut (a CIFAR ResNet's shortcut joins before the BatchNorm,
         so there is no branch scale to lower). The card records this value, not the one asked for."""
-        gain = self.cfg.branch_gain(self.source.model.arch)
-        if any(layer.shortcut is not None and layer.norm is not None for layer in self.layers):
-            return gain
+        if _branches(self.layers):
+            return self.cfg.branch_gain(self.source.model.arch)
         if self.cfg.quant.branch_gain not in (0, 1):
             self.ctx.reporter.warn(f"quant.branch_gain={self.cfg.quant.branch_gain:g} has no effect: no binary "
                                    f"layer of {self.source.model.arch} has a BatchNorm between its conv and its "
@@ -250,10 +249,8 @@ class QuantizeRecipe(StepTask):
     def _scale_branches(self, layers: list[QuantizedLayer]) -> None:
         """The branch gain on the BatchNorm scale of each binary branch that has a float shortcut around it,
         once, as its inputs turn binary (``act_on`` is saved, so a resumed run does not scale them again)."""
-        if self.branch_gain == 1:
-            return
-        for layer in layers:
-            if layer.shortcut is not None and layer.norm is not None:
+        if self.branch_gain != 1:
+            for layer in _branches(layers):
                 layer.norm.weight.mul_(self.branch_gain)
 
     def _switch_shortcuts_on(self, phase, bar) -> None:
@@ -419,3 +416,8 @@ def _augment_mode(augment: str, dataset: str) -> str:
     if augment != "auto":
         return augment
     return "crop-flip" if dataset_info(dataset).flip_ok else "crop"
+
+
+def _branches(layers: list[QuantizedLayer]) -> list[QuantizedLayer]:
+    """The layers whose binary branch has a BatchNorm of its own inside its float shortcut: what the gain scales."""
+    return [layer for layer in layers if layer.shortcut is not None and layer.norm is not None]
