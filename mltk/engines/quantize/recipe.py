@@ -119,7 +119,6 @@ class QuantizeRecipe(StepTask):
         n_layers = len(self.layers)
         ctx.reporter.info(f"{self.settings.name}: W{cfg.quant.bits}/A{cfg.act_bits()} on {n_layers} layers; "
                           f"full precision: " + ", ".join(k["name"] for k in self.plan["full_precision"]))
-        self.branch_gain = self._effective_branch_gain()
 
         self.local_batch = per_rank_batch(cfg.train.batch_size, ctx.dist.world_size)
         self.steps_per_epoch = steps_per_epoch(len(train), cfg.train.batch_size)
@@ -127,6 +126,7 @@ class QuantizeRecipe(StepTask):
         adapt_steps, method_steps = split_steps(cfg.train.adapt_epochs * self.steps_per_epoch,
                                                 epochs * self.steps_per_epoch, cfg.train.max_steps)
         self.total_steps = adapt_steps + method_steps
+        self.branch_gain = self._effective_branch_gain()
         self.phases = with_adaptation(
             build_phases(self.settings.schedule, num_layers=n_layers, total_steps=method_steps,
                          stages=cfg.bitat.stages, progressive_fraction=cfg.bitat.progressive_fraction,
@@ -236,13 +236,19 @@ class QuantizeRecipe(StepTask):
     def _effective_branch_gain(self) -> float:
         """The gain ``_scale_branches`` applies: the configured one, or 1 when no binary layer has a BatchNorm of
         its own between its conv and its float shortcut (a CIFAR ResNet's shortcut joins before the BatchNorm,
-        so there is no branch scale to lower). The card records this value, not the one asked for."""
-        if _branches(self.layers):
-            return self.cfg.branch_gain(self.source.model.arch)
+        so there is no branch scale to lower), and 1 without training steps (the branches could not grow back).
+        The card records this value, not the one asked for."""
+        branches = _branches(self.layers)
+        if branches and self.total_steps > 0:
+            gain = self.cfg.branch_gain(self.source.model.arch)
+            if gain != 1:
+                self.ctx.reporter.info(f"branch gain {gain:g}: the binary branches of {len(branches)} layers start at "
+                                       f"{gain:g} of their BatchNorm scale (quant.branch_gain; 1 turns it off)")
+            return gain
         if self.cfg.quant.branch_gain not in (0, 1):
-            self.ctx.reporter.warn(f"quant.branch_gain={self.cfg.quant.branch_gain:g} has no effect: no binary "
-                                   f"layer of {self.source.model.arch} has a BatchNorm between its conv and its "
-                                   f"float shortcut")
+            why = ("without training steps" if branches else f"no binary layer of {self.source.model.arch} has a "
+                   f"BatchNorm between its conv and its float shortcut")
+            self.ctx.reporter.warn(f"quant.branch_gain={self.cfg.quant.branch_gain:g} has no effect: {why}")
         return 1.0
 
     @torch.no_grad()
