@@ -174,33 +174,21 @@ def test_a_negative_branch_gain_is_a_config_error(cli, fp_digits):
     assert result.code == 2 and "quant.branch_gain: must be >= 0" in result.stderr
 
 
-def test_the_branch_gain_in_use_is_reported_and_recorded(cli, fp_digits):
-    result = cli("quantize", str(fp_digits), "--method", "xnor", "train.max_steps=2", "calibration.images=64",
-                 "quant.branch_gain=0.25", "--format", "json")
-    assert result.code == 0, result.stderr
-    assert "branch gain 0.25: the binary branches of 2 layers start at 0.25" in result.stderr
-    card = cli("show", result.json()["artifact"], "--format", "json").json()["card"]
-    assert card["quantization"]["branch_gain"] == 0.25
-
-
-def test_a_branch_gain_with_no_branch_to_scale_is_reported_and_not_recorded(cli, fp_digits):
+@pytest.mark.parametrize("overrides,said,in_effect", [
+    (["train.max_steps=2"], "branch gain 0.25: the binary branches of 2 layers start at 0.25", 0.25),
     # without float shortcuts no binary layer has a branch of its own: the gain cannot apply
-    result = cli("quantize", str(fp_digits), "--method", "xnor", "train.max_steps=2", "calibration.images=64",
-                 "quant.float_shortcuts=false", "quant.branch_gain=0.25", "--format", "json")
-    assert result.code == 0, result.stderr
-    assert "quant.branch_gain=0.25 has no effect: no binary layer of convnet" in result.stderr
-    card = cli("show", result.json()["artifact"], "--format", "json").json()["card"]
-    assert card["quantization"]["branch_gain"] == 1.0
-
-
-def test_no_branch_gain_without_training(cli, fp_digits):
+    (["train.max_steps=2", "quant.float_shortcuts=false"],
+     "quant.branch_gain=0.25 has no effect: no binary layer of convnet", 1.0),
     # the gain starts the branches small so that they grow back as they learn: calibration alone cannot
-    result = cli("quantize", str(fp_digits), "--method", "xnor", "train.epochs=0", "calibration.images=64",
-                 "quant.branch_gain=0.25", "--format", "json")
+    (["train.epochs=0"], "quant.branch_gain=0.25 has no effect: without training steps", 1.0),
+], ids=["applied", "no-branch", "no-training"])
+def test_the_branch_gain_in_effect_is_reported_and_recorded(cli, fp_digits, overrides, said, in_effect):
+    result = cli("quantize", str(fp_digits), "--method", "xnor", "calibration.images=64", "quant.branch_gain=0.25",
+                 *overrides, "--format", "json")
     assert result.code == 0, result.stderr
-    assert "quant.branch_gain=0.25 has no effect: without training steps" in result.stderr
+    assert said in result.stderr
     card = cli("show", result.json()["artifact"], "--format", "json").json()["card"]
-    assert card["quantization"]["branch_gain"] == 1.0
+    assert card["quantization"]["branch_gain"] == in_effect
 
 
 def test_foreign_torchvision_state_dict_is_inferred_and_quantized(cli, mltk_env):
