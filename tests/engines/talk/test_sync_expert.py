@@ -13,13 +13,15 @@ from mltk.core.registry import Registry
 from mltk.engines.talk import data, sync_expert
 
 SPEC = sync_expert.ExpertSpec(mouth_size=16, dim=16, channels=8)
-TRAINING = sync_expert.ExpertTraining(steps=150, batch_size=32)
+# 4-second clips and 500 steps: with 2-second clips or 150 steps the held-out speaker's per-pair margins
+# varied with the seed (and with the machine's float rounding) down to chance at some shifts.
+TRAINING = sync_expert.ExpertTraining(steps=500, batch_size=32)
 
 
 @pytest.fixture(scope="module")
 def expert_and_clips(tmp_path_factory):
     pytest.importorskip("av", reason="PyAV (mltk[talk]) is not installed")
-    folder = data.write_synthetic_talking_folder(tmp_path_factory.mktemp("sync") / "videos", clips=4, seconds=2.0,
+    folder = data.write_synthetic_talking_folder(tmp_path_factory.mktemp("sync") / "videos", clips=4, seconds=4.0,
                                                  size=32)
     loaded = data.load_talking_data(f"video-folder:{folder}", size=32, alignment="none",
                                     cache_dir=folder.parent / "cache")
