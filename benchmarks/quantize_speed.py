@@ -83,15 +83,14 @@ def float_network(width: float, channels: int, size: int) -> torch.nn.Module:
 
 
 def training_form(parent: torch.nn.Module, method: tuple[str, str], channels: int, size: int,
-                  device: torch.device = torch.device("cpu"), refine_iters: int | None = None
+                  device: torch.device = torch.device("cpu"), bitat: dict | None = None
                   ) -> tuple[torch.nn.Module, dict]:
     """``parent``'s QAT form as ``mltk quantize`` builds it, every layer switched on (the schedule's end).
 
-    method: (quant.method, bitat.activations), a value of METHODS.
+    method: (quant.method, bitat.activations), a value of METHODS; bitat: other BitatSpec fields to set.
     """
     name, activations = method
-    refine = {} if refine_iters is None else {"refine_iters": refine_iters}
-    cfg = QuantizeConfig(quant=QuantSpec(method=name), bitat=BitatSpec(activations=activations, **refine))
+    cfg = QuantizeConfig(quant=QuantSpec(method=name), bitat=BitatSpec(activations=activations, **(bitat or {})))
     settings = method_settings(cfg)
     student = copy.deepcopy(parent)
     plan = plan_quantization(student, image_shape=(channels, size, size), bits=1, act_bits=cfg.act_bits(),
@@ -99,7 +98,8 @@ def training_form(parent: torch.nn.Module, method: tuple[str, str], channels: in
                              min_binary_channels=cfg.quant.min_binary_channels,
                              float_shortcuts=cfg.quant.float_shortcuts)
     options = TrainingOptions(transform=settings.transform, parameterization=cfg.bitat.parameterization,
-                              refine_iters=cfg.bitat.refine_iters, learned_max_dim=cfg.bitat.learned_max_dim,
+                              refine_iters=cfg.bitat.refine_iters, rank=cfg.bitat.rank,
+                              learned_max_dim=cfg.bitat.learned_max_dim,
                               ste=settings.ste, learn_step=settings.learn_step)
     to_training_form(student, plan, options)
     student.to(device)  # the quantizers' parameters are made on the CPU
@@ -170,7 +170,7 @@ def median_seconds(functions: dict, repeats: int) -> dict[str, float]:
 
 def measure(width: float, data: str, step_repeats: int, latency_repeats: int,
             device: torch.device = torch.device("cpu"), batch_size: int = BATCH,
-            refine_iters: int | None = None) -> dict:
+            bitat: dict | None = None) -> dict:
     channels, size = INPUTS[data]
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(batch_size, channels, size, size, generator=generator).to(device)
@@ -178,7 +178,7 @@ def measure(width: float, data: str, step_repeats: int, latency_repeats: int,
     parent = float_network(width, channels, size).to(device)
     teacher = copy.deepcopy(parent).eval()
     kd_weight = QuantizeConfig().kd.weight
-    students = {label: training_form(parent, method, channels, size, device, refine_iters)
+    students = {label: training_form(parent, method, channels, size, device, bitat)
                 for label, method in METHODS.items()}
     plan = students["bitat, pca"][1]
     binary = len(plan["layers"])
@@ -352,6 +352,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=BATCH)
     parser.add_argument("--refine-iters", type=int, default=None,
                         help="bitat.refine_iters of the BiTAT forms (default: the config's, 3)")
+    parser.add_argument("--rank", type=int, default=None,
+                        help="bitat.rank of the BiTAT forms (default: the config's, 0 = the full correlation)")
     parser.add_argument("--report", action="store_true", help="only rewrite the .md from the .json")
     parser.add_argument("--previous", action="store_true",
                         help="only compare the deployed layers' previous forwards with the current ones")
@@ -362,16 +364,17 @@ def main() -> None:
         rows = [compare_previous(width, data, args.latency_repeats) for width in args.widths for data in args.data]
         results["previous"] = {"command": "python benchmarks/quantize_speed.py --previous", "rows": rows}
         RESULTS.mkdir(exist_ok=True)
-        JSON_PATH.write_text(json.dumps(results, indent=1) + "\n")
+        JSON_PATH.write_text(json.dumps(results, indent=2) + "\n")
     elif not args.report:
+        bitat = {key: value for key, value in (("refine_iters", args.refine_iters), ("rank", args.rank))
+                 if value is not None}
         device = torch.device(args.device)
         if device.type == "cpu":
             torch.set_num_threads(1)
         rows = []
         for width in args.widths:
             for data in args.data:
-                row = measure(width, data, args.step_repeats, args.latency_repeats, device, args.batch,
-                              args.refine_iters)
+                row = measure(width, data, args.step_repeats, args.latency_repeats, device, args.batch, bitat)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
         results["runs"][args.label] = {
@@ -380,7 +383,7 @@ def main() -> None:
             "torch": torch.__version__, "step_repeats": args.step_repeats, "latency_repeats": args.latency_repeats,
             "rows": rows, "settings": dataclasses.asdict(QuantizeConfig().quant)}
         RESULTS.mkdir(exist_ok=True)
-        JSON_PATH.write_text(json.dumps(results, indent=1) + "\n")
+        JSON_PATH.write_text(json.dumps(results, indent=2) + "\n")
     write_report(results)
 
 

@@ -63,6 +63,7 @@ class BitatSpec:
     transform: Literal["identity", "pca", "learned"] = "pca"
     parameterization: Literal["cayley", "expm"] = "cayley"  # of the learned orthonormal transform
     refine_iters: int = 3  # importance-weighted code refinement sweeps per step (0 = sign codes, weighted scales)
+    rank: int = 0  # PCA correlations kept to their k strongest directions (0 = full; layers with d <= 2k stay full)
     learned_max_dim: int = 256  # layers with longer rows keep the PCA transform under transform=learned
     stages: int = 0  # bottom-up stages; 0 = one per quantized layer
     progressive_fraction: float = 0.5  # share of the steps spent on the stages; the rest trains everything
@@ -192,6 +193,11 @@ def config_problems(cfg: QuantizeConfig) -> list[str]:
     b = cfg.bitat
     if b.refine_iters < 0:
         problems.append(f"bitat.refine_iters: must be >= 0, got {b.refine_iters}")
+    if b.rank < 0:
+        problems.append(f"bitat.rank: must be >= 0 (0 = the full correlation), got {b.rank}")
+    elif b.rank and b.transform == "identity":
+        problems.append(f"bitat.rank={b.rank}: the identity transform has no correlation to approximate; "
+                        f"use bitat.transform=pca or drop bitat.rank")
     if not 0 <= b.progressive_fraction <= 1:
         problems.append(f"bitat.progressive_fraction: must lie in [0, 1], got {b.progressive_fraction}")
     if b.stages < 0:

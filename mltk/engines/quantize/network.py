@@ -72,6 +72,7 @@ class TrainingOptions:
     transform: str = "identity"  # identity | pca | learned
     parameterization: str = "cayley"
     refine_iters: int = 3
+    rank: int = 0  # of the PCA correlations (0 = full)
     learned_max_dim: int = 256
     ste: str = "clipped"
     learn_step: bool = True  # uniform quantizers: LSQ (True) or post-training ranges (False)
@@ -268,7 +269,8 @@ def to_training_form(model: nn.Module, plan: dict, options: TrainingOptions) -> 
             kind = options.transform
             if kind == "learned" and layout.dim > options.learned_max_dim:
                 kind = "pca"  # a d x d solve per step would cost more than the layer itself
-            transform = CorrelationTransform(layout, kind=kind, parameterization=options.parameterization)
+            transform = CorrelationTransform(layout, kind=kind, parameterization=options.parameterization,
+                                             rank=options.rank if kind == "pca" else 0)
             weight_quantizer = BinaryWeightQuantizer(layout, transform=transform,
                                                      refine_iters=options.refine_iters)
         else:

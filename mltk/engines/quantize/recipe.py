@@ -110,7 +110,8 @@ class QuantizeRecipe(StepTask):
                                       float_shortcuts=cfg.quant.float_shortcuts,
                                       where=self.source.parent)
         options = TrainingOptions(transform=self.settings.transform, parameterization=cfg.bitat.parameterization,
-                                  refine_iters=cfg.bitat.refine_iters, learned_max_dim=cfg.bitat.learned_max_dim,
+                                  refine_iters=cfg.bitat.refine_iters, rank=cfg.bitat.rank,
+                                  learned_max_dim=cfg.bitat.learned_max_dim,
                                   ste=self.settings.ste, learn_step=self.settings.learn_step)
         to_training_form(student, self.plan, options)
         self.student = student.to(ctx.device)

@@ -42,6 +42,13 @@ Transform variants (``bitat.transform``):
   construction (Cayley transform or matrix exponential of a skew-symmetric
   parameter) and lam = lam0 exp(l), both trained with the task loss.
 
+A PCA transform can be kept to its ``rank`` strongest directions
+(``bitat.rank``): C ~ sigma I + V_k diag(lam_k - sigma) V_k^T, the top-k
+eigendirections exact and the others at their mean eigenvalue sigma (so the
+trace, and the mean importance, is unchanged). Rows times C then cost two
+[O, d] x [d, k] products instead of one [O, d] x [d, d], which is most of
+BiTAT's step on wide pointwise layers (d = 576, 960).
+
 Layouts. A conv weight [O, I/g, kh, kw] is viewed as rows of length d that
 one correlation matrix acts on: for dense and pointwise convs a row is one
 output's weights over the input channels at one kernel position (d = I/g,
@@ -154,6 +161,40 @@ def orthonormal(param: Tensor, parameterization: str) -> Tensor:
     raise ValueError(f"unknown parameterization {parameterization!r}; expected one of {PARAMETERIZATIONS}")
 
 
+@dataclasses.dataclass(frozen=True)
+class LowRankCorrelation:
+    """C = sigma I + V diag(excess) V^T per group: sigma [G], directions V [G, d, k], excess [G, k]."""
+
+    sigma: Tensor
+    directions: Tensor
+    excess: Tensor
+
+    @property
+    def requires_grad(self) -> bool:
+        return False  # only PCA transforms are approximated, and their statistics are buffers
+
+    def detach(self) -> LowRankCorrelation:
+        return self
+
+    def times(self, flat: Tensor) -> Tensor:
+        """flat [G, N, d] @ C, as two thin products."""
+        projected = (flat @ self.directions) * self.excess.unsqueeze(1)
+        return torch.baddbmm(flat * self.sigma[:, None, None], projected, self.directions.transpose(-1, -2))
+
+    def diagonal(self) -> Tensor:
+        """[G, d]."""
+        return self.sigma.unsqueeze(-1) + (self.directions.square() * self.excess.unsqueeze(1)).sum(-1)
+
+    def dense(self) -> Tensor:
+        """The full [G, d, d] matrix, to check the thin products against."""
+        directions = self.directions
+        eye = torch.eye(directions.shape[1], dtype=directions.dtype, device=directions.device)
+        return self.sigma[:, None, None] * eye + (directions * self.excess.unsqueeze(1)) @ directions.transpose(-1, -2)
+
+
+Correlation = Tensor | LowRankCorrelation
+
+
 class CorrelationTransform(nn.Module):
     """One layer's input correlation as an orthonormal basis and an importance vector.
 
@@ -161,17 +202,23 @@ class CorrelationTransform(nn.Module):
     identity transform. ``basis``/``importance`` buffers hold the PCA of the
     measured second moment; a learned transform multiplies the basis by an
     orthonormal R(skew_param) and the importance by exp(log_importance).
+    A PCA transform with ``0 < rank < d / 2`` gives a :class:`LowRankCorrelation`
+    of its ``rank`` strongest directions instead (at ``rank >= d / 2`` the thin
+    products would cost as much as the full C, which is kept).
     """
 
-    def __init__(self, layout: WeightLayout, *, kind: str, parameterization: str = "cayley"):
+    def __init__(self, layout: WeightLayout, *, kind: str, parameterization: str = "cayley", rank: int = 0):
         super().__init__()
         if kind not in TRANSFORMS:
             raise ValueError(f"unknown transform {kind!r}; expected one of {TRANSFORMS}")
         if parameterization not in PARAMETERIZATIONS:
             raise ValueError(f"unknown parameterization {parameterization!r}; expected one of {PARAMETERIZATIONS}")
+        if rank < 0 or (rank and kind != "pca"):
+            raise ValueError(f"rank {rank}: a rank applies to the pca transform only, and must be >= 0")
         self.kind = kind
         self.parameterization = parameterization
         G, d = layout.groups, layout.dim
+        self.rank = rank if 0 < 2 * rank < d else 0
         if kind == "identity":
             return
         self.register_buffer("basis", torch.eye(d).repeat(G, 1, 1))
@@ -207,7 +254,7 @@ class CorrelationTransform(nn.Module):
             return self.importance * torch.exp(self.log_importance)
         return self.importance
 
-    def correlation(self) -> Tensor | None:
+    def correlation(self) -> Correlation | None:
         if self.kind == "identity":
             return None
         if self.kind == "learned":
@@ -224,28 +271,44 @@ class CorrelationTransform(nn.Module):
             self._correlation_cache = (self.basis, self.importance, versions, self._compose())
         return self._correlation_cache[3]
 
-    def _compose(self) -> Tensor:
-        u = self.rotation()
-        return (u * self.importance_vector().unsqueeze(-2)) @ u.transpose(-1, -2)
+    def _compose(self) -> Correlation:
+        u, importance = self.rotation(), self.importance_vector()
+        if self.rank:
+            top, index = importance.topk(self.rank, dim=-1)
+            sigma = (importance.sum(-1) - top.sum(-1)) / (importance.shape[-1] - self.rank)
+            directions = u.gather(-1, index.unsqueeze(1).expand(-1, u.shape[1], -1))
+            return LowRankCorrelation(sigma, directions, top - sigma.unsqueeze(-1))
+        return (u * importance.unsqueeze(-2)) @ u.transpose(-1, -2)
 
     def extra_repr(self) -> str:
         return f"kind={self.kind}" + (f", parameterization={self.parameterization}"
-                                      if self.kind == "learned" else "")
+                                      if self.kind == "learned" else "") + (f", rank={self.rank}" if self.rank else "")
 
 
 # ---------------------------------------------------------------- binarization
 
 
-def times_correlation(rows: Tensor, correlation: Tensor) -> Tensor:
+def times_correlation(rows: Tensor, correlation: Correlation) -> Tensor:
     """rows [G, O, P, d] @ C [G, d, d], as one [O*P, d] x [d, d] product per group.
 
     Broadcasting C over the O and P axes (``rows @ C.unsqueeze(1)``) gives
     the same numbers but runs O*P separate row-times-matrix products: at a
     960-output pointwise conv that is 960 calls instead of one GEMM, and it
-    was most of a BiTAT training step.
+    was most of a BiTAT training step. A :class:`LowRankCorrelation` runs as
+    two thin products instead.
     """
     groups, outputs, positions, dim = rows.shape
-    return (rows.reshape(groups, outputs * positions, dim) @ correlation).reshape(rows.shape)
+    flat = rows.reshape(groups, outputs * positions, dim)
+    if isinstance(correlation, LowRankCorrelation):
+        return correlation.times(flat).reshape(rows.shape)
+    return (flat @ correlation).reshape(rows.shape)
+
+
+def correlation_diagonal(correlation: Correlation) -> Tensor:
+    """diag C [G, d]."""
+    if isinstance(correlation, LowRankCorrelation):
+        return correlation.diagonal()
+    return torch.diagonal(correlation, dim1=-2, dim2=-1)
 
 
 def _fit_scales(codes: Tensor, rows: Tensor, c_codes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -273,12 +336,13 @@ def _put(values: Tensor, outputs: Tensor | None, new: Tensor) -> Tensor:
     return values
 
 
-def importance_binarize(rows: Tensor, correlation: Tensor | None, *, refine_iters: int) -> tuple[Tensor, Tensor]:
+def importance_binarize(rows: Tensor, correlation: Correlation | None, *, refine_iters: int) -> tuple[Tensor, Tensor]:
     """Binary codes and per-output scales minimising the C-weighted error of ``rows``.
 
     rows: [G, O, P, d] (a weight in :class:`WeightLayout` view); correlation:
-    [G, d, d] or None (identity). Returns (codes [G, O, P, d] in {-1, +1},
-    detached; alpha [G, O], differentiable in rows and correlation).
+    [G, d, d], a :class:`LowRankCorrelation`, or None (identity). Returns
+    (codes [G, O, P, d] in {-1, +1}, detached; alpha [G, O], differentiable
+    in rows and correlation).
     """
     codes = binary_sign(rows.detach())
     if correlation is None:
@@ -287,7 +351,7 @@ def importance_binarize(rows: Tensor, correlation: Tensor | None, *, refine_iter
     with torch.no_grad():
         rows_d, corr_d = rows.detach(), correlation.detach()
         c_rows = times_correlation(rows_d, corr_d)
-        diagonal = torch.diagonal(corr_d, dim1=-2, dim2=-1).unsqueeze(1).unsqueeze(1)  # [G, 1, 1, d]
+        diagonal = correlation_diagonal(corr_d).unsqueeze(1).unsqueeze(1)  # [G, 1, 1, d]
         c_codes = times_correlation(codes, corr_d)
         alpha, numerator, denominator = _fit_scales(codes, rows_d, c_codes)
         # minimising sum (w - a b)^T C (w - a b) over a leaves -numerator^2 / denominator
@@ -317,7 +381,8 @@ def importance_binarize(rows: Tensor, correlation: Tensor | None, *, refine_iter
     return codes, alpha
 
 
-def weighted_error(weight: Tensor, binarized: Tensor, layout: WeightLayout, correlation: Tensor | None) -> Tensor:
+def weighted_error(weight: Tensor, binarized: Tensor, layout: WeightLayout, correlation: Correlation | None
+                   ) -> Tensor:
     """sum over rows of (w - w_hat)^T C (w - w_hat), a scalar (C = I when None)."""
     diff = layout.view(weight - binarized)
     if correlation is None:

@@ -12,9 +12,12 @@ from mltk.engines.quantize.quantizers import binary_sign, ste_sign
 from mltk.engines.quantize.transforms import (
     BinaryWeightQuantizer,
     CorrelationTransform,
+    LowRankCorrelation,
     WeightLayout,
+    correlation_diagonal,
     importance_binarize,
     input_second_moment,
+    times_correlation,
     weighted_error,
 )
 
@@ -208,3 +211,32 @@ def test_a_pca_transform_forms_its_correlation_again_only_when_its_statistics_ch
     fresh.load_state_dict(transform.state_dict())  # a resumed run: the loaded statistics, not the cached identity
     assert torch.equal(fresh.correlation(), measured)
     assert fresh.double().correlation().dtype == torch.float64  # and a move re-forms it on the new tensors
+
+
+def test_a_low_rank_correlation_keeps_the_strongest_directions_exactly_and_the_others_at_their_mean():
+    conv = nn.Conv2d(16, 32, 1)  # rows of length 16
+    layout = WeightLayout.of(conv)
+    x = _correlated_binary_inputs(16, rho=0.8).reshape(-1, 16, 1, 1)
+    moment, count = input_second_moment(x, conv, layout)
+    full, low = CorrelationTransform(layout, kind="pca"), CorrelationTransform(layout, kind="pca", rank=3)
+    full.set_statistics(moment / count)
+    low.set_statistics(moment / count)
+    approx = low.correlation()
+    assert isinstance(approx, LowRankCorrelation)
+    eigenvalues, directions = torch.linalg.eigh(full.correlation().double())
+    dense = approx.dense().double()
+    strongest, others = directions[..., -3:], directions[..., :-3]
+    assert torch.allclose(dense @ strongest, strongest * eigenvalues[..., -3:].unsqueeze(-2), atol=1e-4)
+    assert torch.allclose(dense @ others, others * eigenvalues[..., :-3].mean(), atol=1e-4)
+    assert torch.allclose(dense.diagonal(dim1=-2, dim2=-1).sum(), eigenvalues.sum())  # the trace is kept
+    # the thin products are the dense ones
+    rows = layout.view(torch.randn_like(conv.weight))
+    assert torch.allclose(times_correlation(rows, approx), times_correlation(rows, approx.dense()), atol=1e-5)
+    assert torch.allclose(correlation_diagonal(approx), correlation_diagonal(approx.dense()), atol=1e-6)
+    codes, alpha = importance_binarize(rows, approx, refine_iters=3)
+    dense_codes, dense_alpha = importance_binarize(rows, approx.dense(), refine_iters=3)
+    assert torch.equal(codes, dense_codes) and torch.allclose(alpha, dense_alpha, atol=1e-5)
+    # at rank >= d / 2 the thin products would cost as much: the full C is kept
+    assert isinstance(CorrelationTransform(layout, kind="pca", rank=8).correlation(), torch.Tensor)
+    with pytest.raises(ValueError, match="pca transform only"):
+        CorrelationTransform(layout, kind="identity", rank=3)

@@ -169,9 +169,14 @@ def test_binary_method_with_multi_bit_weights_is_a_usage_error(cli, fp_digits):
     assert result.code == 2 and "--bits 4 uses uniform quantization" in result.stderr
 
 
-def test_a_negative_branch_gain_is_a_config_error(cli, fp_digits):
-    result = cli("quantize", str(fp_digits), "quant.branch_gain=-1")
-    assert result.code == 2 and "quant.branch_gain: must be >= 0" in result.stderr
+@pytest.mark.parametrize("overrides,said", [
+    (["quant.branch_gain=-1"], "quant.branch_gain: must be >= 0"),
+    (["--method", "bitat", "bitat.transform=identity", "bitat.rank=8"],
+     "bitat.rank=8: the identity transform has no correlation to approximate"),
+], ids=["negative-branch-gain", "rank-without-a-correlation"])
+def test_settings_that_cannot_apply_are_config_errors(cli, fp_digits, overrides, said):
+    result = cli("quantize", str(fp_digits), *overrides)
+    assert result.code == 2 and said in result.stderr
 
 
 @pytest.mark.parametrize("overrides,said,in_effect", [
