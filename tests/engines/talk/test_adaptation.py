@@ -37,7 +37,7 @@ def test_adapting_brings_the_source_back_closer_and_leaves_the_model_untouched(m
             return F.l1_loss(identity.render(no_edits)[0], face).item()
 
     latent_only = source_identity(model, face, Adaptation(latent_steps=30, generator_steps=0))
-    both = source_identity(model, face, Adaptation(latent_steps=30, generator_steps=30))
+    both = source_identity(model, face, Adaptation(latent_steps=30, generator_steps=60))
     assert error(both) < error(latent_only) < error(plain)
     assert error(both) < 0.7 * error(plain)
     torch.testing.assert_close(both.w_id, plain.w_id)  # the edits stay conditioned on the encoder's latent
@@ -45,10 +45,11 @@ def test_adapting_brings_the_source_back_closer_and_leaves_the_model_untouched(m
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
     assert all(not p.requires_grad or p.grad is None for p in model.parameters())
-    again = source_identity(model, face, Adaptation(latent_steps=30, generator_steps=30))
+    again = source_identity(model, face, Adaptation(latent_steps=30, generator_steps=60))
     assert torch.equal(again.pivot, both.pivot) and error(again) == error(both)  # no random draws
-    # the default: the generator alone, on the encoder's latent (the one the edits were trained on)
-    default = source_identity(model, face, Adaptation(generator_steps=30))
+    # the default: the generator alone, on the encoder's latent (the one the edits were trained on). 60 steps:
+    # at 30 the error ratio was 0.66-0.74 over six initialisations, too close to the bound; at 60, 0.43-0.54.
+    default = source_identity(model, face, Adaptation(generator_steps=60))
     assert torch.equal(default.pivot, plain.w_id) and default.generator is not model.generator
     assert error(default) < 0.7 * error(plain)
 
