@@ -50,9 +50,8 @@ import mltk.engines  # noqa: F401  (registers the model kinds)
 from mltk.engines.quantize.calibrate import calibrate_layers
 from mltk.engines.quantize.config import BitatSpec, QuantizeConfig, QuantSpec
 from mltk.engines.quantize.layers import DeployedInputQuantizer, DeployedLayer, FastInferenceRPReLU
-from mltk.engines.quantize.methods import method_settings
+from mltk.engines.quantize.methods import method_settings, training_options
 from mltk.engines.quantize.network import (
-    TrainingOptions,
     fill_deployed,
     gated_activations_of,
     plan_quantization,
@@ -97,11 +96,7 @@ def training_form(parent: torch.nn.Module, method: tuple[str, str], channels: in
                              act_kind=settings.act_kind, binary_activation=settings.binary_activation,
                              min_binary_channels=cfg.quant.min_binary_channels,
                              float_shortcuts=cfg.quant.float_shortcuts)
-    options = TrainingOptions(transform=settings.transform, parameterization=cfg.bitat.parameterization,
-                              refine_iters=cfg.bitat.refine_iters, rank=cfg.bitat.rank,
-                              learned_max_dim=cfg.bitat.learned_max_dim,
-                              ste=settings.ste, learn_step=settings.learn_step)
-    to_training_form(student, plan, options)
+    to_training_form(student, plan, training_options(cfg, settings))
     student.to(device)  # the quantizers' parameters are made on the CPU
     layers, gates = quantized_layers(student, plan), gated_activations_of(student, plan)
     for layer in layers:  # inputs first, then the weights, calibrated on the quantized inputs (recipe.py)

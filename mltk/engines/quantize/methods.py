@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 
 from mltk.engines.quantize.config import QuantizeConfig
+from mltk.engines.quantize.network import TrainingOptions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +58,14 @@ def method_settings(cfg: QuantizeConfig) -> MethodSettings:
     if not binary_inputs:
         act_kind = "none"
     return MethodSettings(method, schedule, act_kind, activation, ste, transform, learn_step=True)
+
+
+def training_options(cfg: QuantizeConfig, settings: MethodSettings) -> TrainingOptions:
+    """How the QAT form of ``settings``' method quantizes under ``cfg``."""
+    return TrainingOptions(transform=settings.transform, parameterization=cfg.bitat.parameterization,
+                           refine_iters=cfg.bitat.refine_iters, rank=cfg.bitat.rank,
+                           learned_max_dim=cfg.bitat.learned_max_dim, ste=settings.ste,
+                           learn_step=settings.learn_step)
 
 
 def is_post_training(cfg: QuantizeConfig) -> bool:

@@ -50,9 +50,8 @@ from mltk.engines.quantize.artifact import deployed_from_bytes, quantized_artifa
 from mltk.engines.quantize.calibrate import calibrate_layers
 from mltk.engines.quantize.config import QuantizeConfig
 from mltk.engines.quantize.layers import QuantizedLayer
-from mltk.engines.quantize.methods import is_post_training, method_settings
+from mltk.engines.quantize.methods import is_post_training, method_settings, training_options
 from mltk.engines.quantize.network import (
-    TrainingOptions,
     deployed_tensors,
     fill_deployed,
     gated_activations_of,
@@ -109,11 +108,7 @@ class QuantizeRecipe(StepTask):
                                       skip=tuple(cfg.quant.skip), min_binary_channels=cfg.quant.min_binary_channels,
                                       float_shortcuts=cfg.quant.float_shortcuts,
                                       where=self.source.parent)
-        options = TrainingOptions(transform=self.settings.transform, parameterization=cfg.bitat.parameterization,
-                                  refine_iters=cfg.bitat.refine_iters, rank=cfg.bitat.rank,
-                                  learned_max_dim=cfg.bitat.learned_max_dim,
-                                  ste=self.settings.ste, learn_step=self.settings.learn_step)
-        to_training_form(student, self.plan, options)
+        to_training_form(student, self.plan, training_options(cfg, self.settings))
         self.student = student.to(ctx.device)
         self.layers = quantized_layers(self.student, self.plan)
         self.gates = gated_activations_of(self.student, self.plan)
