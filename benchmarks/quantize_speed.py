@@ -233,8 +233,25 @@ def previous_forwards():
         DeployedInputQuantizer.forward, DeployedLayer.forward, FastInferenceRPReLU.forward = current
 
 
-def compare_previous(width: float, data: str, repeats: int) -> dict:
-    """Deployed latency with the previous forwards against the current ones, alternated; bitwise equality."""
+@contextlib.contextmanager
+def float_products(model: torch.nn.Module):
+    """``model``'s deployed layers with their int8 matrix products off: float convolutions on the +-1 values,
+    as before the products existed."""
+    layers = [m for m in model.modules() if isinstance(m, DeployedLayer) and m.integer_product]
+    for layer in layers:
+        layer.integer_product = False
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.integer_product = True
+
+
+def compare_previous(width: float, data: str, repeats: int, baseline: str = "previous") -> dict:
+    """Deployed latency with a baseline's forwards against the current ones, alternated; bitwise equality.
+
+    baseline: "previous" (the forwards before the in-place/fused-sign/prelu change) or "float products"
+    (the int8 matrix products of the binary 1x1 convolutions off)."""
     channels, size = INPUTS[data]
     images = torch.rand(BATCH, channels, size, size, generator=torch.Generator().manual_seed(0))
     parent = float_network(width, channels, size)
@@ -250,7 +267,7 @@ def compare_previous(width: float, data: str, repeats: int) -> dict:
         model = deployed_form(parent, student, plan)
 
         def previous(x, model=model):
-            with previous_forwards():
+            with previous_forwards() if baseline == "previous" else float_products(model):
                 return model(x)
 
         with torch.no_grad():
@@ -285,8 +302,9 @@ def write_report(results: dict) -> None:
              "(as at the end of the schedule), the distillation loss with the float teacher's forward pass "
              "(kd.weight 0.5), backward, Adam. Float step = forward, cross-entropy, backward, Adam. "
              "Latency: eval, `no_grad` forward of the float network and of the deployed form "
-             "(`to_deployed_form` + `fill_deployed`: unpacked ±1 weights, float convolutions; mltk has no "
-             "bit-packed kernel).", ""]
+             "(`to_deployed_form` + `fill_deployed`: unpacked ±1 weights; float convolutions, except that from run "
+             "\"after, int8 products\" on the binary 1x1 convolutions run as int8 matrix products on a CPU; mltk "
+             "has no bit-packed kernel).", ""]
     for label, run in results["runs"].items():
         lines += [f"## Run: {label}", "", f"Command: `{run['command']}`", "", f"Machine: {run['machine']}; "
                   f"torch {run['torch']}; step repeats {run['step_repeats']}, latency repeats "
@@ -330,6 +348,21 @@ def write_report(results: dict) -> None:
                              f"{ms['current']:.2f} | {ms['current'] / ms['previous']:.2f}x | "
                              f"{'yes' if row['bitwise_equal'][key] else 'NO'} |")
         lines.append("")
+    if results.get("integer"):
+        integer = results["integer"]
+        lines += ["## The int8 matrix products, in one process", "",
+                  f"Command: `{integer['command']}` ({integer['machine']}). The same deployed networks (learned "
+                  "thresholds and RPReLU vectors drawn away from their initial values) with the binary 1x1 "
+                  "convolutions run as float convolutions on the +-1 values (`integer_product` off) and as int8 "
+                  "matrix products (on, the default on a CPU), alternated; the outputs compared bit for bit.", "",
+                  "| width | input | form, batch | float products (ms) | int8 products (ms) | int8 / float | "
+                  "bitwise equal |", "|---|---|---|---|---|---|---|"]
+        for row in integer["rows"]:
+            for key, ms in row["ms"].items():
+                lines.append(f"| {row['width']} | {row['input']} | {key} | {ms['previous']:.2f} | "
+                             f"{ms['current']:.2f} | {ms['current'] / ms['previous']:.2f}x | "
+                             f"{'yes' if row['bitwise_equal'][key] else 'NO'} |")
+        lines.append("")
     if results.get("findings"):
         lines += ["## Findings", "", results["findings"], ""]
     MD_PATH.write_text("\n".join(lines))
@@ -352,12 +385,22 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="only rewrite the .md from the .json")
     parser.add_argument("--previous", action="store_true",
                         help="only compare the deployed layers' previous forwards with the current ones")
+    parser.add_argument("--float-products", action="store_true",
+                        help="only compare the deployed layers with their int8 matrix products off and on")
     args = parser.parse_args()
     results = json.loads(JSON_PATH.read_text()) if JSON_PATH.exists() else {"runs": {}}
     if args.previous:
         torch.set_num_threads(1)
         rows = [compare_previous(width, data, args.latency_repeats) for width in args.widths for data in args.data]
         results["previous"] = {"command": "python benchmarks/quantize_speed.py --previous", "rows": rows}
+        RESULTS.mkdir(exist_ok=True)
+        JSON_PATH.write_text(json.dumps(results, indent=2) + "\n")
+    elif args.float_products:
+        torch.set_num_threads(1)
+        rows = [compare_previous(width, data, args.latency_repeats, "float products")
+                for width in args.widths for data in args.data]
+        results["integer"] = {"command": "python benchmarks/quantize_speed.py --float-products",
+                              "machine": machine(), "rows": rows}
         RESULTS.mkdir(exist_ok=True)
         JSON_PATH.write_text(json.dumps(results, indent=2) + "\n")
     elif not args.report:

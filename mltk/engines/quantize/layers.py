@@ -22,6 +22,8 @@ Deployed form (what an artifact holds and ``mltk eval`` runs):
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -96,13 +98,24 @@ class FloatShortcut(nn.Module):
         if o > i:
             return x.index_select(1, self.index)
         if i % o == 0:
-            return x.unflatten(1, (o, i // o)).mean(2)
+            return _group_mean(x.unflatten(1, (o, i // o)))
         if x.dim() == 4:
             return F.adaptive_avg_pool3d(x.unsqueeze(1), (o, x.shape[-2], x.shape[-1])).squeeze(1)
         return F.adaptive_avg_pool1d(x.unsqueeze(1), o).squeeze(1)
 
     def extra_repr(self) -> str:
         return f"{self.in_features} -> {self.out_features} ({self.channels()}{', avgpool' * self.pool})"
+
+
+def _group_mean(groups: Tensor) -> Tensor:
+    """The mean over dim 2 of [B, O, G, ...], summed member by member: elementwise adds in a fixed order
+    round alike whatever the memory layout, where a reduction's order (so its last bit) follows the strides.
+    The deployed network's integer products leave their outputs channels-last (DeployedLayer.binary_product)
+    and must give the float path's values bit for bit."""
+    total = groups.select(2, 0).clone()
+    for member in range(1, groups.shape[2]):
+        total.add_(groups.select(2, member))
+    return total.div_(groups.shape[2])
 
 
 class QuantizedLayer(nn.Module):
@@ -284,10 +297,18 @@ class DeployedLayer(nn.Module):
         self.register_buffer("out_bias", torch.zeros(outputs))
         self.input_quantizer = None if act_kind == "none" else DeployedInputQuantizer(act_kind, channels, act_bits)
         self.shortcut = shortcut
+        # sign inputs and binary weights of a 1x1 convolution or a linear layer: one int8 matrix product
+        # (see binary_product); False runs the float operation on the +-1 values, which gives the same output
+        self.integer_product = bits == 1 and act_kind in ("sign", "rsign") and self.op.is_matrix_product(
+            self.weight_shape)
+        self._int8_codes: tuple[tuple, Tensor] | None = None  # (the codes' identity, their int8 [I, O] copy)
 
     def forward(self, x: Tensor) -> Tensor:
-        q = self.input_quantizer(x) if self.input_quantizer is not None else x
-        y = self.op(q, self.codes)
+        if self.integer_product and integer_product_applies(x):
+            y = self.binary_product(x)
+        else:
+            q = self.input_quantizer(x) if self.input_quantizer is not None else x
+            y = self.op(q, self.codes)
         shape = (1, -1) + (1,) * (y.dim() - 2)
         # In place on the convolution's fresh output: the same multiply, then the same add, as
         # ``y * scale + bias + shortcut``, without allocating (and first touching) two or three more
@@ -298,8 +319,80 @@ class DeployedLayer(nn.Module):
             y = _add(y, self.shortcut(x, y.shape[-2:] if y.dim() == 4 else None))
         return y
 
+    def binary_product(self, x: Tensor) -> Tensor:
+        """``op(sign(x - threshold), codes)`` as an int8 x int8 -> int32 matrix product.
+
+        Every term is +-1, so the int32 sums are exact, and so is their conversion to float (they are far
+        below 2^24): the output equals the float operation's bit for bit. On a CPU with int8 dot-product
+        instructions the product runs several times faster than the float32 one it replaces (the pointwise
+        convolutions are most of MobileNetV2's time; benchmarks/results/quantize_speed.md). A 1x1
+        convolution's rows are the pixels: the signs are written channels-last, and the output keeps that
+        layout (a [B, O, H, W] view with channels-last strides) rather than paying a copy back.
+        """
+        threshold = self.input_quantizer.threshold
+        if x.dim() == 2:
+            signs = torch.empty(x.shape, dtype=torch.int8, device=x.device)
+            torch.ge(x, threshold, out=signs)
+            return torch._int_mm(signs.mul_(2).sub_(1), self._codes_as_int8()).to(x.dtype)
+        b, c, h, w = x.shape
+        signs = torch.empty((b, h, w, c), dtype=torch.int8, device=x.device)
+        torch.ge(x.permute(0, 2, 3, 1), threshold, out=signs)
+        product = torch._int_mm(signs.view(-1, c).mul_(2).sub_(1), self._codes_as_int8())
+        return product.to(x.dtype).view(b, h, w, -1).permute(0, 3, 1, 2)
+
+    def _codes_as_int8(self) -> Tensor:
+        """The codes as an int8 [I, O] matrix, made again whenever the codes buffer changes (the loader fills
+        it in place after construction). Tensors made under ``torch.inference_mode`` keep no version counter:
+        for those only a new buffer is noticed, not an in-place change."""
+        version = None if self.codes.is_inference() else self.codes._version
+        identity = (self.codes.data_ptr(), version, self.codes.device)
+        if self._int8_codes is None or self._int8_codes[0] != identity:
+            matrix = self.codes.reshape(self.weight_shape[0], -1).t().to(torch.int8).contiguous()
+            self._int8_codes = (identity, matrix)
+        return self._int8_codes[1]
+
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, weight={self.weight_shape}, {self.op}"
+        return f"bits={self.bits}, weight={self.weight_shape}, {self.op}" + ", int8 product" * self.integer_product
+
+
+# Without int8 dot-product instructions (VNNI) oneDNN's int8 product costs a fixed ~0.1-0.3 ms a call: slower
+# than float32 below about 64 rows (a [1, 320] x [320, 1280] product 10x slower), about even at 64, 0.4-0.5x at
+# 4096 (measured with ONEDNN_MAX_CPU_ISA=AVX2). With AVX-512 VNNI it is 0.25-0.7x from one row on.
+MIN_ROWS_WITHOUT_VNNI = 64
+
+
+def integer_product_applies(x: Tensor) -> bool:
+    """Whether :meth:`DeployedLayer.binary_product` may run on ``x``: float32 on a CPU whose PyTorch has a
+    working int8 matrix product, enough rows (pixels times batch) for it to pay, outside tracing and export
+    (whose graphs keep the portable float operation)."""
+    if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() not in (2, 4):
+        return False
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return False
+    if x.numel() // x.shape[1] < MIN_ROWS_WITHOUT_VNNI and not _cpu_has_vnni():
+        return False
+    return int8_matrix_product_works()
+
+
+@functools.cache
+def _cpu_has_vnni() -> bool:
+    probe = getattr(torch.cpu, "_is_vnni_supported", None)  # private; absent in older PyTorch: assume not
+    return bool(probe()) if probe is not None else False
+
+
+@functools.cache
+def int8_matrix_product_works() -> bool:
+    """``torch._int_mm`` (a private PyTorch function) exists here and multiplies int8 matrices exactly."""
+    product = getattr(torch, "_int_mm", None)
+    if product is None:
+        return False
+    a = torch.tensor([[1, -1] * 8] * 32, dtype=torch.int8)
+    b = torch.tensor([[1] * 8, [-1] * 8] * 8, dtype=torch.int8)
+    try:
+        got = product(a, b)
+    except RuntimeError:
+        return False
+    return got.dtype == torch.int32 and torch.equal(got, torch.full((32, 8), 16, dtype=torch.int32))
 
 
 def _in_place_keeps_dtype(y: Tensor, other: Tensor) -> bool:
@@ -330,6 +423,14 @@ class _OpSpec(nn.Module):
             return cls(True)
         return cls(False, layer.stride, layer.padding, layer.dilation, layer.groups)
 
+    def is_matrix_product(self, weight_shape: tuple[int, ...]) -> bool:
+        """A linear layer, or a 1x1 convolution without stride, padding, dilation or groups: one matrix
+        product over the pixels."""
+        if self.linear:
+            return True
+        ones = all(v == 1 for v in (*weight_shape[2:], *_pair(self.stride), *_pair(self.dilation)))
+        return ones and self.groups == 1 and all(v == 0 for v in _pair(self.padding))
+
     def forward(self, x: Tensor, weight: Tensor) -> Tensor:
         if self.linear:
             return F.linear(x, weight)
@@ -339,3 +440,7 @@ class _OpSpec(nn.Module):
         if self.linear:
             return "linear"
         return f"stride={self.stride}, padding={self.padding}, groups={self.groups}"
+
+
+def _pair(value) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
