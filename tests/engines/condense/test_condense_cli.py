@@ -11,9 +11,11 @@ from mltk.data import load_dataset
 from mltk.engines.condense import load_condensed
 from mltk.engines.condense.artifact import factorized_set
 
-# A small KFS run on digits: a 2-block ConvNet of width 8, 5 warm-up steps, 10 matching iterations.
+# A small KFS run on digits: a 2-block ConvNet of width 8, 5 warm-up steps, 10 matching iterations, the
+# evaluation network trained for 60 epochs on the synthetic set (at 20 its accuracy ran 0.16-0.29 over 14 seeds,
+# too close to the bound below; at 60, 0.41-0.54 over 5).
 TINY = ["model.options.width=8", "match.iterations=10", "match.batch_real=16", "kfs.warmup_steps=5",
-        "eval.runs=1", "eval.epochs=20"]
+        "eval.runs=1", "eval.epochs=60"]
 
 
 def _one_error_line(result) -> str:
@@ -35,14 +37,14 @@ def test_condense_accounts_storage_and_eval_reproduces_its_accuracy(cli, condens
     assert condensed["artifact"] == "kfs-digits-ipc1:1"
     assert (metrics["budget_floats"], metrics["stored_floats"], metrics["synthetic_images"]) == (640, 640, 240)
     assert metrics["compression_ratio"] == round(1437 * 64 / 640, 3)
-    assert 0.15 < metrics["test_accuracy"] <= 1.0  # 20 SGD steps: above chance, no more
+    assert 0.25 < metrics["test_accuracy"] <= 1.0  # well above chance (0.1), from one image per class
 
     evaluated = cli("eval", "kfs-digits-ipc1", "--protocol", "condensed", "--format", "json")
     assert evaluated.code == 0, evaluated.stderr
     report = evaluated.json()
     # The card keeps the evaluation settings; the same seed trains the same network.
     assert report["metrics"]["accuracy"] == metrics["test_accuracy"]
-    assert (report["runs"], report["epochs"], report["images"], report["synthetic_images"]) == (1, 20, 360, 240)
+    assert (report["runs"], report["epochs"], report["images"], report["synthetic_images"]) == (1, 60, 360, 240)
 
     other = cli("eval", "kfs-digits-ipc1", "--protocol", "condensed", "--runs", "2", "--epochs", "5",
                 "--format", "json")
