@@ -340,14 +340,7 @@ def write_report(results: dict) -> None:
                   f"Command: `{previous['command']}`. The same deployed networks (learned thresholds and RPReLU "
                   "vectors drawn away from their initial values) run with the forwards layers.py had before "
                   "(kept in the benchmark) and with the current ones, alternated; the outputs compared bit for "
-                  "bit.", "", "| width | input | form, batch | previous (ms) | current (ms) | current / previous | "
-                  "bitwise equal |", "|---|---|---|---|---|---|---|"]
-        for row in previous["rows"]:
-            for key, ms in row["ms"].items():
-                lines.append(f"| {row['width']} | {row['input']} | {key} | {ms['previous']:.2f} | "
-                             f"{ms['current']:.2f} | {ms['current'] / ms['previous']:.2f}x | "
-                             f"{'yes' if row['bitwise_equal'][key] else 'NO'} |")
-        lines.append("")
+                  "bit.", "", *_comparison_table(previous["rows"], "previous", "current"), ""]
     if results.get("integer"):
         integer = results["integer"]
         lines += ["## The int8 matrix products, in one process", "",
@@ -355,17 +348,22 @@ def write_report(results: dict) -> None:
                   "thresholds and RPReLU vectors drawn away from their initial values) with the binary 1x1 "
                   "convolutions run as float convolutions on the +-1 values (`integer_product` off) and as int8 "
                   "matrix products (on, the default on a CPU), alternated; the outputs compared bit for bit.", "",
-                  "| width | input | form, batch | float products (ms) | int8 products (ms) | int8 / float | "
-                  "bitwise equal |", "|---|---|---|---|---|---|---|"]
-        for row in integer["rows"]:
-            for key, ms in row["ms"].items():
-                lines.append(f"| {row['width']} | {row['input']} | {key} | {ms['previous']:.2f} | "
-                             f"{ms['current']:.2f} | {ms['current'] / ms['previous']:.2f}x | "
-                             f"{'yes' if row['bitwise_equal'][key] else 'NO'} |")
-        lines.append("")
+                  *_comparison_table(integer["rows"], "float products", "int8 products"), ""]
     if results.get("findings"):
         lines += ["## Findings", "", results["findings"], ""]
     MD_PATH.write_text("\n".join(lines))
+
+
+def _comparison_table(rows: list[dict], baseline: str, current: str) -> list[str]:
+    """The markdown table of a ``compare_previous`` run: times of the baseline and current forms, their ratio,
+    and whether the outputs were equal bit for bit."""
+    lines = [f"| width | input | form, batch | {baseline} (ms) | {current} (ms) | "
+             f"{current.split()[0]} / {baseline.split()[0]} | bitwise equal |", "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        for key, ms in row["ms"].items():
+            lines.append(f"| {row['width']} | {row['input']} | {key} | {ms['previous']:.2f} | {ms['current']:.2f} | "
+                         f"{ms['current'] / ms['previous']:.2f}x | {'yes' if row['bitwise_equal'][key] else 'NO'} |")
+    return lines
 
 
 def main() -> None:
