@@ -260,16 +260,17 @@ class DeployedInputQuantizer(nn.Module):
         return deployed_sign(x, self.threshold.view(1, -1, *([1] * (x.dim() - 2))))
 
 
-def deployed_sign(x: Tensor, threshold: Tensor) -> Tensor:
+def deployed_sign(x: Tensor, threshold: Tensor, out: Tensor | None = None) -> Tensor:
     """+1 where x >= threshold, -1 elsewhere: :func:`binary_sign`'s values, computed faster (no gradient).
 
-    The comparison writes its 0/1 straight into a float tensor of x's dtype,
-    then two in-place passes make it -1/+1. ``binary_sign`` compares into a
-    bool tensor and converts that to float: on one CPU thread, at batch 64,
-    those two passes took 3-6x as long as this whole function. Same
-    comparison, same arithmetic on exact 0/1, so the same values.
+    The comparison writes its 0/1 straight into a float tensor of x's dtype
+    (or into ``out``, of x's shape: the int8 matrix products pass an int8
+    one), then two in-place passes make it -1/+1. ``binary_sign`` compares
+    into a bool tensor and converts that to float: on one CPU thread, at
+    batch 64, those two passes took 3-6x as long as this whole function.
+    Same comparison, same arithmetic on exact 0/1, so the same values.
     """
-    out = torch.empty_like(x)
+    out = torch.empty_like(x) if out is None else out
     torch.ge(x, threshold, out=out)
     return out.mul_(2).sub_(1)
 
@@ -329,16 +330,14 @@ class DeployedLayer(nn.Module):
         convolution's rows are the pixels: the signs are written channels-last, and the output keeps that
         layout (a [B, O, H, W] view with channels-last strides) rather than paying a copy back.
         """
-        threshold = self.input_quantizer.threshold
+        threshold = self.input_quantizer.threshold  # [C]: broadcasts over the channels, the last axis here
+        rows = x if x.dim() == 2 else x.permute(0, 2, 3, 1)
+        signs = deployed_sign(rows, threshold, out=torch.empty(rows.shape, dtype=torch.int8, device=x.device))
+        product = torch._int_mm(signs.view(-1, x.shape[1]), self._codes_as_int8()).to(x.dtype)
         if x.dim() == 2:
-            signs = torch.empty(x.shape, dtype=torch.int8, device=x.device)
-            torch.ge(x, threshold, out=signs)
-            return torch._int_mm(signs.mul_(2).sub_(1), self._codes_as_int8()).to(x.dtype)
-        b, c, h, w = x.shape
-        signs = torch.empty((b, h, w, c), dtype=torch.int8, device=x.device)
-        torch.ge(x.permute(0, 2, 3, 1), threshold, out=signs)
-        product = torch._int_mm(signs.view(-1, c).mul_(2).sub_(1), self._codes_as_int8())
-        return product.to(x.dtype).view(b, h, w, -1).permute(0, 3, 1, 2)
+            return product
+        b, _, h, w = x.shape
+        return product.view(b, h, w, -1).permute(0, 3, 1, 2)
 
     def _codes_as_int8(self) -> Tensor:
         """The codes as an int8 [I, O] matrix, made again whenever the codes buffer changes (the loader fills
