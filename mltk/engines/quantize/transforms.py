@@ -117,14 +117,32 @@ class WeightLayout:
 # ---------------------------------------------------------------- input statistics
 
 
+# Values (float64) a slice of the calibration batch may expand to while its second moment is formed. Unfolded
+# patches hold kh * kw copies of every input value: a batch of 128 MobileNetV2 inputs at 224 px took 13.7 GB
+# at once (every layer binarized), where slices of this size take a few hundred MB whatever the image size.
+MOMENT_SLICE_VALUES = 1 << 24
+
+
 @torch.no_grad()
 def input_second_moment(x: Tensor, layer: nn.Module, layout: WeightLayout) -> tuple[Tensor, int]:
     """(sum over samples of x x^T as float64 [G, d, d], number of samples) for ``layer``'s input ``x``.
 
     x: [B, I] for a Linear, [B, I, H, W] for a conv. Channel mode counts every
     pixel as a sample of the I/g input channels; spatial mode counts every
-    patch the conv sees (with its padding, stride and dilation).
+    patch the conv sees (with its padding, stride and dilation). The batch is
+    taken a slice at a time (``MOMENT_SLICE_VALUES``) and the slices' sums added.
     """
+    expansion = layout.dim if layout.mode == "spatial" else 1  # kh * kw copies of each value when unfolded
+    per_slice = max(1, MOMENT_SLICE_VALUES // max(1, x[0].numel() * expansion))
+    total, count = None, 0
+    for begin in range(0, x.shape[0], per_slice):
+        part, part_count = _second_moment(x[begin:begin + per_slice], layer, layout)
+        total = part if total is None else total.add_(part)
+        count += part_count
+    return total, count
+
+
+def _second_moment(x: Tensor, layer: nn.Module, layout: WeightLayout) -> tuple[Tensor, int]:
     G, d = layout.groups, layout.dim
     if isinstance(layer, nn.Linear):
         rows = x.reshape(-1, 1, d).double()

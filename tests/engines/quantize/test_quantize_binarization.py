@@ -240,3 +240,28 @@ def test_a_low_rank_correlation_keeps_the_strongest_directions_exactly_and_the_o
     assert isinstance(CorrelationTransform(layout, kind="pca", rank=8).correlation(), torch.Tensor)
     with pytest.raises(ValueError, match="pca transform only"):
         CorrelationTransform(layout, kind="identity", rank=3)
+
+
+@pytest.mark.parametrize(("layer", "samples"), [(nn.Conv2d(6, 6, 3, stride=2, padding=1, groups=6), 5 * 16),
+                                              (nn.Conv2d(6, 4, 1), 5 * 49), (nn.Conv2d(6, 4, 1, groups=2), 5 * 49),
+                                              (nn.Linear(6, 4), 5)],
+                         ids=["depthwise-strided", "pointwise", "grouped-pointwise", "linear"])
+@pytest.mark.parametrize("slice_values", [1, 100, 1 << 24], ids=["one-sample-slices", "small-slices", "whole-batch"])
+def test_the_input_second_moment_weights_a_row_as_the_layer_does_in_slices_of_any_size(layer, samples, slice_values,
+                                                                                      monkeypatch):
+    # w^T M w summed over a layer's rows is the energy of its output: the sum of (w . patch)^2 over every patch
+    # (or pixel) the layer sees. It must not depend on how the batch is sliced to bound memory.
+    import mltk.engines.quantize.transforms as transforms
+
+    monkeypatch.setattr(transforms, "MOMENT_SLICE_VALUES", slice_values)
+    layer = layer.double()
+    x = torch.randn(5, 6, 7, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    if isinstance(layer, nn.Linear):
+        x = x[:, :, 0, 0]
+    layout = WeightLayout.of(layer)
+    moment, count = input_second_moment(x, layer, layout)
+    rows = layout.view(layer.weight.detach())  # [G, O, P, d]
+    energy = torch.einsum("gopd,gde,gope->", rows, moment, rows)
+    output = layer(x) - layer.bias.view(1, -1, *[1] * (x.dim() - 2))
+    assert torch.allclose(energy, output.square().sum(), rtol=1e-10)
+    assert count == samples
