@@ -368,7 +368,7 @@ def importance_binarize(rows: Tensor, correlation: Correlation | None, *, refine
         return codes, alpha
     with torch.no_grad():
         rows_d, corr_d = rows.detach(), correlation.detach()
-        c_rows = times_correlation(rows_d, corr_d)
+        c_rows = times_correlation(rows_d, corr_d) if refine_iters else None  # only the sweeps read C w
         diagonal = correlation_diagonal(corr_d).unsqueeze(1).unsqueeze(1)  # [G, 1, 1, d]
         c_codes = times_correlation(codes, corr_d)
         alpha, numerator, denominator = _fit_scales(codes, rows_d, c_codes)
