@@ -2,7 +2,9 @@
 
 Issue 13's "Speed" item, measured in one process with one thread
 (``torch.set_num_threads(1)``), MobileNetV2 (stride-1 stem) at width 0.5 and
-1.0 on digits-shaped (8x8x1) and CIFAR-shaped (32x32x3) random inputs:
+1.0 on digits-shaped (8x8x1) and CIFAR-shaped (32x32x3) random inputs, and on
+request (``--data imagenet``) at the pretrained network's own scale: 224x224x3
+with the standard stride-2 stem (use ``--batch 16`` there on a CPU):
 
 * ``step``: one optimizer step at batch 64 (forward, loss, backward, Adam).
   The float step is the supervised one (cross-entropy). The QAT step is the
@@ -66,7 +68,8 @@ from mltk.nn import build_from_spec, build_model
 RESULTS = Path(__file__).parent / "results"
 JSON_PATH = RESULTS / "quantize_speed.json"
 MD_PATH = RESULTS / "quantize_speed.md"
-INPUTS = {"digits": (1, 8), "cifar": (3, 32)}  # name -> (channels, size)
+INPUTS = {"digits": (1, 8), "cifar": (3, 32), "imagenet": (3, 224)}  # name -> (channels, size)
+DEFAULT_INPUTS = ["digits", "cifar"]
 # label -> (quant.method, bitat.activations); bitat's default transform is pca. Its default activations are
 # ReActNet's; the digits and cifar10-cpu presets use XNOR-Net's, so both are timed.
 METHODS = {"xnor": ("xnor", "reactnet"), "bitat, pca": ("bitat", "reactnet"),
@@ -76,9 +79,10 @@ CLASSES = 10
 
 
 def float_network(width: float, channels: int, size: int) -> torch.nn.Module:
+    """MobileNetV2 as mltk trains it on small images (stride-1 stem), or with ImageNet's stride-2 stem at 224 px."""
     torch.manual_seed(0)
     return build_model("mobilenet_v2", num_classes=CLASSES, in_channels=channels, image_size=size,
-                       width_mult=width, stem_stride=1)
+                       width_mult=width, stem_stride=2 if size >= 224 else 1)
 
 
 def training_form(parent: torch.nn.Module, method: tuple[str, str], channels: int, size: int,
@@ -103,7 +107,8 @@ def training_form(parent: torch.nn.Module, method: tuple[str, str], channels: in
         layer.act_on.fill_(True)
     for gate in gates.values():
         gate.on.fill_(True)
-    calibration = torch.randint(0, 256, (256, channels, size, size), dtype=torch.uint8,
+    count = 256 if size <= 64 else 32  # the transforms need only be measured, not good, for a timing
+    calibration = torch.randint(0, 256, (count, channels, size, size), dtype=torch.uint8,
                                 generator=torch.Generator().manual_seed(1))
     calibrate_layers(student, layers, calibration, batch_size=128, device=device)
     for layer in layers:
@@ -295,7 +300,7 @@ def write_report(results: dict) -> None:
     lines = ["# W1/A1 MobileNetV2: QAT step and deployed latency (`benchmarks/quantize_speed.py`)", "",
              "Issue 13, item 3 (Speed). One process, one thread on a CPU (`torch.set_num_threads(1)`; a GPU run "
              "says so in its machine line), random inputs, "
-             "MobileNetV2 with the stride-1 stem, 10 classes, the default plan (`quant.min_binary_channels=32`, "
+             "MobileNetV2 with the stride-1 stem (at 224x224x3 the standard stride-2 one), 10 classes, the default plan (`quant.min_binary_channels=32`, "
              "float shortcuts). Forms timed in turn within every repeat; medians. Goals: QAT step at most 1.5x "
              "the float step; deployed latency at most 1.0x the float network.", "",
              "QAT step = what `mltk quantize` does per step: the training form with every layer switched on "
@@ -371,7 +376,7 @@ def main() -> None:
     parser.add_argument("--label", default="current", help="the name this run is filed under in the results")
     parser.add_argument("--note", default="", help="a sentence on what this run measures (e.g. which code)")
     parser.add_argument("--widths", type=float, nargs="+", default=[0.5, 1.0])
-    parser.add_argument("--data", nargs="+", default=list(INPUTS), choices=list(INPUTS))
+    parser.add_argument("--data", nargs="+", default=DEFAULT_INPUTS, choices=list(INPUTS))
     parser.add_argument("--step-repeats", type=int, default=5)
     parser.add_argument("--latency-repeats", type=int, default=15)
     parser.add_argument("--device", default="cpu", help="cpu (one thread) or cuda")
