@@ -575,6 +575,95 @@ def _kinds_report(section: dict) -> list[str]:
     return out + ["", "```", *(run["command"] for run in runs), "```", ""]
 
 
+def _sibling(name: str) -> dict:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _plan_item(plan: dict, width: str) -> str:
+    """Digits at one width from quantize_plan.json: each method's mean test accuracy for both plans, goals."""
+    rows = plan.get(f"digits-w{width}", {}).get("rows", [])
+    if not rows:
+        return ""
+    parts = []
+    for name, goal in (("default plan", 0.85), ("fully binarized", 0.50)):
+        accs: dict[str, list[float]] = {}
+        for row in rows:
+            if row["plan"] == name:
+                accs.setdefault(row["method"], []).append(row["metrics"]["test_accuracy"])
+        if not accs:
+            continue
+        ranked = sorted(accs, key=lambda m: -statistics.mean(accs[m]))
+        seeds = max(len(a) for a in accs.values())
+        best = statistics.mean(accs[ranked[0]])
+        parts.append(f"{name} ({seeds} seed{'s' * (seeds != 1)}): " + ", ".join(f"{m} {_mean_std(accs[m])}%"
+                                                                             for m in ranked)
+                     + f" (goal for the best at least {100 * goal:.0f}%: {'met' if best >= goal else 'not met'})")
+    float_acc = rows[0]["metrics"]["fp_test_accuracy"]
+    return f"width {width} (float {100 * float_acc:.1f}%): " + "; ".join(parts)
+
+
+def _current_items(results: dict) -> list[str]:
+    """Where each item of the issue stands, from this file's CIFAR-10 runs and the other quantize benchmarks."""
+    plan, tflite = _sibling("quantize_plan"), _sibling("tflite_import")
+    pretrained, speed = _sibling("quantize_pretrained"), _sibling("quantize_speed")
+    out = ["## Where each item stands (current figures)", "",
+           "Today's defaults, gathered from the benchmarks that measure them; the sections after this one keep "
+           "the earlier runs.", ""]
+    digits = [item for item in (_plan_item(plan, "0.5"), _plan_item(plan, "1.0")) if item]
+    if digits:
+        out.append("1. W1/A1 MobileNetV2 on digits at the digits preset's budget, test accuracy as deployed "
+                   "(quantize_plan.md): " + ". ".join(digits) + ".")
+    if results.get("cifar10", {}).get("runs"):
+        gaps: dict[str, list[float]] = {}
+        for row in results["cifar10"]["runs"]:
+            gaps.setdefault(row["variant"], []).append(row["metrics"]["accuracy_gap"])
+        out.append("   CIFAR-10 (below), gap to the float parent in points, smallest first: "
+                   + "; ".join(f"{v} {_mean_std(gaps[v])}" for v in sorted(gaps, key=lambda v: statistics.mean(gaps[v])))
+                   + ". " + _bitat_claim(gaps))
+    if tflite.get("sets"):
+        every = tflite["sets"]["all"]
+        artifact, simulated = every["artifact"], every["simulated_uint8"]
+        line = (f"2. The pretrained ImageNet MobileNetV2 (tflite_import.md): top-1 agreement with the TFLite "
+                f"interpreter on {artifact['images']} images {100 * artifact['top1_agreement']:.1f}% (goal at least "
+                f"95%: {'met' if artifact['top1_agreement'] >= 0.95 else 'not met'}; "
+                f"{100 * artifact['top1_in_interpreter_ties']:.1f}% counting the interpreter's tied uint8 "
+                f"maxima; {100 * simulated['top1_agreement']:.1f}% with every activation rounded to the file's "
+                "uint8 grid, a diagnostic: the rest is the interpreter's integer rounding).")
+        if pretrained.get("quantized"):
+            quantized = pretrained["quantized"]
+            line += (f" End to end on CIFAR-10 (quantize_pretrained.md, one seed): fine-tuned float "
+                     f"{100 * pretrained['fine_tuned']['metrics']['test_accuracy']:.1f}%, "
+                     + ", ".join(f"`mltk quantize --bits 1 mobilenet.pt` {m} "
+                                 f"{100 * r['metrics']['test_accuracy']:.1f}% at 1/{r['metrics']['size_ratio']:.1f} "
+                                 "of the size" for m, r in quantized.items()) + ".")
+        out.append(line)
+    runs = speed.get("runs", {})
+    if runs:
+        def ratios(run: str, form: str, key: str, batch: str | None = None) -> str:
+            values = [row[key][batch][form] if batch else row[key][form] for row in runs.get(run, {}).get("rows", [])
+                      if (batch is None or batch in row[key])]
+            return f"{min(values):.2f}-{max(values):.2f}x" if values else "-"
+        small, large = "after, int8 products", "imagenet scale, batch 16"
+        out.append(
+            "3. Speed, one CPU thread (quantize_speed.md; goals: a QAT step at most 1.5x the float step, "
+            "deployed latency at most 1.0x the float network). QAT step at 8x8x1 and 32x32x3, batch 64: "
+            f"xnor {ratios(small, 'xnor', 'step_ratio')}, bitat with XNOR activations "
+            f"{ratios(small, 'bitat, pca, xnor activations', 'step_ratio')}; at 224x224x3, batch 16: xnor "
+            f"{ratios(large, 'xnor', 'step_ratio')}, bitat with XNOR activations "
+            f"{ratios(large, 'bitat, pca, xnor activations', 'step_ratio')}. Deployed latency, xnor: batch 64 "
+            f"{ratios(small, 'xnor', 'latency_ratio', '64')}, batch 1 {ratios(small, 'xnor', 'latency_ratio', '1')}; "
+            f"at 224 px batch 16 {ratios(large, 'xnor', 'latency_ratio', '16')}, batch 1 "
+            f"{ratios(large, 'xnor', 'latency_ratio', '1')}.")
+    sizes = [(row["method"], row["plan"], row["metrics"]["size_ratio"], width)
+             for width in ("0.5", "1.0") for row in plan.get(f"digits-w{width}", {}).get("rows", []) if row["seed"] == 0]
+    full = [f"{m} at width {w} 1/{r:.2f}" for m, p, r, w in sizes if p == "fully binarized"]
+    if full:
+        out.append("4. Size of the fully binarized network (goal at most 1/12 of the float artifact): "
+                   + ", ".join(full) + "; every plan's ratio is in quantize_plan.md.")
+    return out + [""]
+
+
 def write_report(results: dict) -> None:
     out = ["# Quantization benchmark (`benchmarks/quantize.py`)", "",
            f"Machine: {results.get('machine', '-')}. Every command ran as a child process with one thread "
@@ -593,7 +682,7 @@ def write_report(results: dict) -> None:
            "chance; the digits figures with today's plan, every method, both plans, 3 seeds, are in "
            "`quantize_plan.md` (`benchmarks/quantize_plan.py`). Speed: `quantize_speed.md`; a pretrained "
            "ImageNet MobileNetV2 end to end: `quantize_pretrained.md`.", ""]
-    summary = ["## The issue's items", ""]
+    summary = ["## The issue's items, as first measured", ""]
     item1 = "1. W1/A1 against float."
     if results.get("cifar10", {}).get("runs"):
         section = results["cifar10"]
@@ -663,7 +752,7 @@ def write_report(results: dict) -> None:
                 "points on digits, the four bad inputs, float shortcut maps and the deployed network with them "
                 "against the reference, float16 vectors load back as exactly the rounded ones, the float "
                 "adaptation phase: first, shortcuts on, no quantizer on, resumed bit-identical).", ""]
-    out += summary
+    out += _current_items(results) + summary
     if "digits" in results:
         section = results["digits"]
         seeds = sorted({row["seed"] for row in section["runs"]})
