@@ -22,7 +22,7 @@ thread; results go to benchmarks/results/quantize_plan.json and .md:
     python benchmarks/quantize_plan.py --section select --jobs 2
     python benchmarks/quantize_plan.py --section digits --width 0.5 --seeds 0 --jobs 2
     python benchmarks/quantize_plan.py --section digits --width 0.5 --seeds 1 2 --plans "default plan" --jobs 2
-    python benchmarks/quantize_plan.py --section digits --width 1.0 --seeds 0 --methods xnor "bitat, pca" --jobs 2
+    python benchmarks/quantize_plan.py --section digits --width 1.0 --seeds 0 1 2 --jobs 1
     python benchmarks/quantize_plan.py --section bitat --jobs 2
     python benchmarks/quantize_plan.py --report
 """
