@@ -5,6 +5,8 @@
     python benchmarks/sets.py gradients     # subset-gradient estimate vs full gradient as draws grow; official-style bias
     python benchmarks/sets.py mog           # clustering NLL vs set size: umbc(SAB), sse, deepsets, set transformer, 3 seeds
     python benchmarks/sets.py modelnet      # point-cloud accuracy and ECE (with / without element dropout), 3 seeds
+    python benchmarks/sets.py pma           # PMA with / without the paper's rFF (Linear + ReLU): accuracy, NLL,
+                                            # and how many of the rFF's ReLU units are still alive after training
     python benchmarks/sets.py all
 
 Each part prints its figures and merges them into benchmarks/results/sets.json; benchmarks/results/sets.md is
@@ -24,8 +26,12 @@ from pathlib import Path
 
 import torch
 
+from mltk.core.registry import Registry
+from mltk.engines.sets.artifact import load_set_model
+from mltk.engines.sets.data import load_point_clouds, sample_mixtures
 from mltk.engines.sets.evaluation import consistency_gap, peak_tensor_bytes
 from mltk.engines.sets.model import HEADS, SetModel, SetModelSpec
+from mltk.engines.sets.set_functions import PMA
 from mltk.engines.sets.slots import ACTIVATIONS
 
 RESULTS = Path(__file__).parent / "results" / "sets.json"
@@ -217,8 +223,75 @@ def modelnet(steps: int = 200) -> dict:
     return out
 
 
+def alive_pma_units(model: SetModel, sets: torch.Tensor, batch: int = 16) -> list[int]:
+    """Per PMA with an rFF: how many of its ReLU units are positive for at least one row of ``sets``' forward
+    passes (a unit that is never positive passes no gradient: it stays dead)."""
+    linears = [m.ff[0] for m in model.modules() if isinstance(m, PMA) and isinstance(m.ff, torch.nn.Sequential)]
+    peaks = [torch.full((lin.out_features,), -float("inf")) for lin in linears]
+
+    def hook(index):
+        def record(_module, _inputs, output):
+            peaks[index] = torch.maximum(peaks[index], output.detach().flatten(0, -2).amax(0))
+        return record
+
+    handles = [lin.register_forward_hook(hook(i)) for i, lin in enumerate(linears)]
+    with torch.no_grad():
+        for start in range(0, len(sets), batch):
+            model(sets[start:start + batch])
+    for handle in handles:
+        handle.remove()
+    return [int((peak > 0).sum()) for peak in peaks]
+
+
+PMA_MODELNET = {name: args for name, args in MODELNET_MODELS.items() if not name.startswith("deepsets")}
+PMA_MOG = {name: args for name, args in MOG_MODELS.items() if name.startswith(("umbc", "set transformer"))}
+
+
+def pma(seeds=range(5), mog_seeds=range(3), modelnet_steps: int = 200, mog_steps: int = 400,
+        models: tuple[str, ...] = ()) -> dict:
+    """Every model with a PMA (or those whose names start with one of ``models``), trained as in ``modelnet``
+    and ``mog`` with and without the rFF in front of PMA."""
+    forms = {"rFF + ReLU": "model.pma_feedforward=true", "no rFF (official)": "model.pma_feedforward=false"}
+    npz = SHARED / "modelnet" / "modelnet40_nrs3d_subset" / "modelnet40_nrs3d_subset_1024pts.npz"
+    tasks = {}
+    if npz.is_file():
+        clouds = load_point_clouds(f"npz:{npz}", points=1024, test_fraction=0.25, seed=0)
+        tasks["modelnet"] = (["--preset", "modelnet", f"train.steps={modelnet_steps}", "model.hidden=64",
+                              "train.log_every=100"], PMA_MODELNET, seeds, "test_accuracy",
+                             torch.cat([clouds.train_points, clouds.test_points]))
+    else:
+        print(f"modelnet skipped: {npz} is absent")
+    probe, _ = sample_mixtures(64, 256, torch.Generator().manual_seed(0), components=4, dims=2)
+    tasks["mog"] = (["--preset", "mog", f"train.steps={mog_steps}", "model.hidden=64", "model.head_layers=2",
+                     "data.set_size=256", "data.test_sets=32", "train.log_every=100"], PMA_MOG, mog_seeds,
+                    "test_nll", probe)
+    out = {}
+    for task, (common, models_, task_seeds, metric, sets) in tasks.items():
+        out[task] = {}
+        for name, args in models_.items():
+            if models and not name.startswith(models):
+                continue
+            for form, flag in forms.items():
+                row = {"seeds": list(task_seeds), "metrics": [], "alive_units": [], "seconds": []}
+                with tempfile.TemporaryDirectory() as home:
+                    for seed in task_seeds:
+                        result = _train([*common, *args, flag, f"seed={seed}"], home)
+                        loaded = load_set_model(result["artifact"], Registry(f"{home}/home"))
+                        row["metrics"].append(result["metrics"])
+                        row["alive_units"].append(alive_pma_units(loaded.model, sets))
+                        row["seconds"].append(result["seconds"])
+                out[task][f"{name} / {form}"] = row
+                values = [m[metric] for m in row["metrics"]]
+                all_dead = sum(any(a == 0 for a in alive) for alive in row["alive_units"])
+                print(f"{task} | {name} | {form}: {metric} " + " ".join(f"{v:.3f}" for v in values)
+                      + f" (mean {sum(values) / len(values):.3f}); alive rFF units {row['alive_units']}, "
+                      f"all dead in {all_dead}/{len(values)}; {sum(row['seconds']) / len(values):.0f} s/run", flush=True)
+    return out
+
+
 def main() -> None:
-    parts = {"consistency": consistency, "memory": memory, "gradients": gradients, "mog": mog, "modelnet": modelnet}
+    parts = {"consistency": consistency, "memory": memory, "gradients": gradients, "mog": mog, "modelnet": modelnet,
+             "pma": pma}
     chosen = sys.argv[1:] or ["all"]
     if chosen == ["all"]:
         chosen = list(parts)

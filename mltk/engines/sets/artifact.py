@@ -10,7 +10,7 @@ from mltk.core.artifact import WEIGHTS_FILE, build_card, open_artifact, provenan
 from mltk.core.errors import ArtifactError
 from mltk.core.registry import Registry
 from mltk.core.tensor_files import load_safetensors, safetensors_bytes
-from mltk.engines.sets.model import SetModel, SetModelSpec
+from mltk.engines.sets.model import SetModel, SetModelSpec, state_mismatch
 
 KIND = "set-model"
 KIND_HINT = "train one with `mltk train umbc`"
@@ -42,14 +42,15 @@ def set_model_artifact(model: SetModel, *, config, metrics: dict, primary_metric
 def load_set_model(ref: str, registry: Registry | None = None) -> LoadedSetModel:
     opened = open_artifact(ref, registry=registry, kinds=(KIND,), kind_hint=KIND_HINT)
     try:
-        model = SetModel(SetModelSpec.from_dict(opened.card["set_model"]))
+        # cards written before pma_feedforward existed describe models with the Linear + ReLU in front of PMA
+        model = SetModel(SetModelSpec.from_dict({"pma_feedforward": True, **opened.card["set_model"]}))
     except (KeyError, TypeError, ValueError) as error:
         raise ArtifactError(f"{opened.source}: its card does not describe a set model ({error})",
                             hint="train it again with this version of mltk") from None
     tensors, _ = load_safetensors(opened.file(WEIGHTS_FILE))
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as error:
-        raise ArtifactError(f"{opened.source}: the weights do not fit the set model its card describes "
-                            f"({str(error).splitlines()[0]})", hint="train it again") from None
+    problem = state_mismatch(model, tensors)
+    if problem:
+        raise ArtifactError(f"{opened.source}: the weights do not fit the set model its card describes: {problem}",
+                            hint="train it again")
+    model.load_state_dict(tensors)
     return LoadedSetModel(model.eval(), opened.source, opened.card)

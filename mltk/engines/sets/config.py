@@ -51,6 +51,7 @@ class ModelSettings:
     head_layers: int = 3
     pooling: str = "mean"  # deepsets: sum | mean | max | min
     inducing: int = 16
+    pma_feedforward: bool = True  # Linear + ReLU in front of PMA (the paper's rFF); false = the official code's PMA
 
     def value_problems(self) -> list[str]:
         return SetModelSpec(**dataclasses.asdict(self)).problems()

@@ -49,6 +49,7 @@ class SetModelSpec:
     head_layers: int = 2  # SAB/ISAB blocks of the umbc head, or element blocks of the set transformer
     pooling: str = "mean"  # deepsets: sum | mean | max | min
     inducing: int = 16  # ISAB inducing points
+    pma_feedforward: bool = True  # Linear + ReLU in front of PMA (the paper's rFF; the official code has none; see PMA)
 
     def problems(self) -> list[str]:
         found = []
@@ -122,7 +123,7 @@ class SetModel(nn.Module):
         else:
             self.blocks = nn.ModuleList(ISAB(h, spec.heads, spec.inducing) if spec.head == "isab" else SAB(h, spec.heads)
                                         for _ in range(spec.head_layers))
-            self.pool = PMA(h, spec.heads, m)
+            self.pool = PMA(h, spec.heads, m, feedforward=spec.pma_feedforward)
             self.after_pool = SAB(h, spec.heads) if m > 1 else nn.Identity()
         self.output = nn.Linear(h, spec.out_features)
 
@@ -131,9 +132,10 @@ class SetModel(nn.Module):
         h, m = spec.hidden, spec.outputs
         if spec.head in ("sab", "isab"):
             block = (lambda: SAB(h, spec.heads)) if spec.head == "sab" else (lambda: ISAB(h, spec.heads, spec.inducing))
-            return nn.ModuleList([*(block() for _ in range(spec.head_layers)), PMA(h, spec.heads, m)])
+            pool = PMA(h, spec.heads, m, feedforward=spec.pma_feedforward)
+            return nn.ModuleList([*(block() for _ in range(spec.head_layers)), pool])
         if spec.head == "pma":
-            return nn.ModuleList([PMA(h, spec.heads, m)])
+            return nn.ModuleList([PMA(h, spec.heads, m, feedforward=spec.pma_feedforward)])
         if spec.head == "deepsets":
             return nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Linear(h, m * h), nn.ReLU())
         return nn.Sequential(nn.Flatten(1), nn.Linear(spec.slots * h, h), nn.ReLU(), nn.Linear(h, m * h), nn.ReLU())
@@ -299,6 +301,28 @@ class SetModel(nn.Module):
         for name in names:
             if params[name].grad is not None:
                 params[name].grad.mul_(factor)
+
+
+def state_mismatch(model: SetModel, state: dict[str, torch.Tensor]) -> str:
+    """'' when ``state`` has exactly the keys and shapes of ``model.state_dict()``, else one line saying what
+    differs (a strict ``load_state_dict`` only says that something does on its first line)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and state[k].shape != v.shape]
+
+    def listed(what, keys):
+        return f"{len(keys)} {what} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+
+    parts = [listed(what, keys) for what, keys in (("missing", missing), ("unexpected", unexpected),
+                                                    ("of another shape", shapes)) if keys]
+    pma_ff = tuple(f"{name}.ff." for name, module in model.named_modules() if isinstance(module, PMA))
+    if unexpected and not missing and all(k.startswith(pma_ff) for k in unexpected):
+        parts.append("the unexpected ones are a Linear + ReLU in front of PMA: build with pma_feedforward=true")
+    if missing and not unexpected and all(k.startswith(pma_ff) for k in missing):
+        parts.append("the missing ones are a Linear + ReLU in front of PMA: build with pma_feedforward=false")
+    return "; ".join(parts)
 
 
 def _scale_state(state, factor: torch.Tensor):

@@ -39,7 +39,7 @@ from mltk.engines.sets.evaluation import (
     mixture_scores,
 )
 from mltk.engines.sets.inputs import drop_elements
-from mltk.engines.sets.model import SetModel, SetModelSpec
+from mltk.engines.sets.model import SetModel, SetModelSpec, state_mismatch
 
 
 def model_spec(cfg: UmbcConfig, *, dim_in: int, classes: int) -> SetModelSpec:
@@ -90,6 +90,13 @@ class SetTraining(OneModelTask):
         self.loop = StepLoop(ctx, settings=cfg.train, seed=cfg.seed, total_steps=cfg.train.steps,
                              description="train", grad_clip=cfg.optim.grad_clip)
         self.loop.restore(self)
+
+    def load_state(self, model_state: dict[str, torch.Tensor], trainer_state: dict) -> None:
+        problem = state_mismatch(self.model, model_state)
+        if problem:
+            raise ConfigError([f"model: the checkpoint does not fit this config's model: {problem}"],
+                              hint="resume with the model settings the checkpoint was written with")
+        super().load_state(model_state, trainer_state)
 
     # ------------------------------------------------------------ the loop's StepTask
 

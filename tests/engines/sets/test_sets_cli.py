@@ -40,9 +40,12 @@ def test_point_cloud_training_reports_accuracy_and_calibration(cli, tmp_path):
              labels=np.repeat([0, 1], 12))
     # Adam at 3e-3 with the x0.1 decay at 70%: at a constant 1e-2 half of 24 seed pairs (data x training) ended
     # at chance, the head's ReLU units dead during the plateau at ln 2 or the loss collapsing after a spike;
-    # these settings trained 48 of 48 to full held-out accuracy
+    # these settings trained 48 of 48 to full held-out accuracy (a later sweep of 8 data x 4 training seeds: 31 of 32
+    # reached >= 0.8, with or without the rFF in front of PMA)
+    # the default preset (tiny) is written for Gaussian mixtures: the settings this test relies on are spelt out
     trained = cli("train", "umbc", f"data=npz:{tmp_path / 'clouds.npz'}", "data.points=64", "model.hidden=16",
-                  "model.heads=2", "model.slots=4", "train.steps=120", "train.batch_size=6",
+                  "model.heads=2", "model.slots=4", "model.head_layers=1", "train.grad_set_size=16",
+                  "train.chunk_size=16", "eval.chunk_size=16", "train.steps=120", "train.batch_size=6",
                   "train.element_dropout=0.2", "eval.mc_samples=2", "optim.lr=0.003", "optim.decay_at=0.7",
                   "--format", "json")
     assert trained.code == 0, trained.stderr

@@ -49,6 +49,8 @@ def test_every_umbc_head_and_the_mbc_baselines_are_consistent(head):
     g = torch.Generator().manual_seed(2)
     x = torch.randn(3, 40, 3, generator=g, dtype=torch.double)
     models = [_model(head=head)]
+    if head in ("sab", "pma"):
+        models.append(_model(head=head, pma_feedforward=False))
     if head == "sab":
         models += [_model(kind="sse"), _model(kind="deepsets", pooling="sum"), _model(kind="deepsets", pooling="max")]
     for model in models:
